@@ -1,0 +1,3 @@
+from modalrec.cli.main import main
+
+raise SystemExit(main())

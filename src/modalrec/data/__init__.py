@@ -1,0 +1,1 @@
+"""Data layer: interactions, data sets, filtering, splits and sources."""

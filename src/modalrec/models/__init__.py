@@ -1,0 +1,1 @@
+"""Recommenders. Each module registers its models; see ``modalrec.models.registry``."""
