@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from modalrec.data.interactions import Interactions
 from modalrec.data.split import Split
-from modalrec.errors import ConfigError
-from modalrec.evaluation.metrics import ranking_metrics
+from modalrec.errors import ConfigError, ModelError
+from modalrec.evaluation.metrics import RANKING_METRICS, ranking_metrics
 from modalrec.evaluation.ranking import topk_deterministic
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,21 @@ class Evaluator:
                               hint="drop --relevance-threshold for implicit data")
         t = self.relevance_threshold
         r = target.ratings.astype(np.float64)
-        gains = np.where(r >= t, (2.0 ** (r - t + 1) - 1) if self.graded else 1.0, 0.0)
-        matrix = sp.csr_matrix((gains.astype(np.float32), target.indices, target.indptr),
-                               shape=(target.n_users, target.n_items))
-        matrix.eliminate_zeros()
-        return matrix
+        keep = r >= t
+        gains = (2.0 ** (r[keep] - t + 1) - 1) if self.graded else np.ones(int(keep.sum()))
+        # Filter into new arrays: scipy's eliminate_zeros would prune the caller's arrays in place.
+        indptr = np.zeros(target.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(target.users[keep], minlength=target.n_users), out=indptr[1:])
+        return sp.csr_matrix((gains.astype(np.float32), target.indices[keep], indptr),
+                             shape=(target.n_users, target.n_items))
+
+    def batch_users(self, n_items: int) -> int:
+        """Users per batch: ``batch_size`` if set, else what ``memory_mb`` allows for about three
+        float32 score rows per user (the scorer's output, the masked copy, and slack for the
+        scorer's own temporaries)."""
+        if self.batch_size:
+            return int(self.batch_size)
+        return max(1, (int(self.memory_mb) << 20) // (4 * 3 * max(1, n_items)))
 
     def run(
         self,
@@ -100,58 +110,143 @@ class Evaluator:
         exclude: Sequence[Interactions],
         popularity: Interactions | None = None,
     ) -> EvaluationResult:
+        """Rank every item for each user with a relevant item in ``target``; items in ``exclude``
+        are masked. ``popularity`` (usually train) gives the item counts behind novelty."""
         start = time.perf_counter()
         n_users, n_items = target.n_users, target.n_items
+        for part in exclude:
+            if (part.n_users, part.n_items) != (n_users, n_items):
+                raise ConfigError(f"masked interactions have shape ({part.n_users}, {part.n_items}), "
+                                  f"the target ({n_users}, {n_items})")
+        dev = self.device
         gains_csr = self.relevance(target)
         n_relevant = np.diff(gains_csr.indptr)
         users = np.flatnonzero(n_relevant > 0)
         n_skipped = int(((target.user_counts() > 0) & (n_relevant == 0)).sum())
-        mask_csr = sp.csr_matrix((n_users, n_items), dtype=np.float32)
-        for part in exclude:
-            mask_csr = mask_csr + part.csr()
+        # Index tensors built once per run; each batch then only gathers its users' rows.
+        gains_rows = _CsrRows(gains_csr.indptr, gains_csr.indices, gains_csr.data, dev)
+        mask_rows = _CsrRows(*_merged_pattern(exclude, n_users, n_items), None, dev)
+        binary = not self.graded
         k_max = min(max(self.cutoffs), n_items)
-        batch = self.batch_size or max(1, (self.memory_mb << 20) // (4 * 3 * max(1, n_items)))
+        batch = self.batch_users(n_items)
         per_user: dict[str, list[torch.Tensor]] = {}
-        rec_counts = {k: torch.zeros(n_items, dtype=torch.float64, device=self.device) for k in self.cutoffs}
-        novelty_sum = dict.fromkeys(self.cutoffs, 0.0)
+        rec_counts = {k: torch.zeros(n_items, dtype=torch.int64, device=dev) for k in self.cutoffs}
+        novelty_sum = {k: torch.zeros((), dtype=torch.float64, device=dev) for k in self.cutoffs}
         pop = (popularity.item_counts() if popularity is not None else np.ones(n_items)).astype(np.float64)
-        self_info = torch.as_tensor(-np.log2(np.maximum(pop, 1.0) / max(1, n_users)), device=self.device)
+        self_info = torch.as_tensor(-np.log2(np.maximum(pop, 1.0) / max(1, n_users)), device=dev)
+        users_t = torch.as_tensor(users, dtype=torch.long, device=dev)
+        n_relevant_t = torch.as_tensor(n_relevant[users], dtype=torch.float64, device=dev)
 
         chunks = range(0, len(users), batch)
         for lo in tqdm(chunks, desc="evaluate", unit="batch", disable=not self.progress, leave=False):
             batch_users = users[lo : lo + batch]
-            scores = score(batch_users).to(self.device, dtype=torch.float32).clone()
-            if scores.shape != (len(batch_users), n_items):
-                raise ConfigError(f"scorer returned shape {tuple(scores.shape)}, expected "
-                                  f"({len(batch_users)}, {n_items})")
-            seen = mask_csr[batch_users].tocoo()
-            scores[torch.as_tensor(seen.row, dtype=torch.long, device=self.device),
-                   torch.as_tensor(seen.col, dtype=torch.long, device=self.device)] = -torch.inf
+            rows_t = users_t[lo : lo + batch]
+            n_batch = len(batch_users)
+            raw = score(batch_users)
+            if tuple(raw.shape) != (n_batch, n_items):
+                raise ConfigError(f"scorer returned shape {tuple(raw.shape)}, expected ({n_batch}, {n_items})")
+            scores = raw.to(dev, dtype=torch.float32)
+            if scores is raw or not scores.is_contiguous():  # never write into the scorer's tensor
+                scores = scores.clone(memory_format=torch.contiguous_format)
+            del raw
+            row, col, _ = mask_rows.gather(rows_t)
+            scores.view(-1).index_fill_(0, row * n_items + col, -torch.inf)
             values, top = topk_deterministic(scores, k_max)
-            valid_rank = torch.isfinite(values)
-            dense_gains = torch.as_tensor(gains_csr[batch_users].toarray(), device=self.device)
-            gains_top = torch.gather(dense_gains, 1, top) * valid_rank
-            ideal = torch.topk(dense_gains, k_max, dim=1).values
-            n_rel = torch.as_tensor(n_relevant[batch_users], device=self.device)
+            del scores
+            if bool(torch.isnan(values[:, 0]).any()):
+                raise ModelError("the model produced NaN scores", hint="check the training loss and inputs")
+            valid_rank = values > -torch.inf
+            g_row, g_col, g_val = gains_rows.gather(rows_t)
+            top_keys = top + torch.arange(n_batch, device=dev).unsqueeze(1) * n_items
+            gains_top = _lookup(g_row * n_items + g_col, g_val, top_keys)
+            gains_top = gains_top * valid_rank
+            n_rel = n_relevant_t[lo : lo + batch]
+            ideal = _ideal_gains(g_row, g_val, n_rel, n_batch, k_max, binary)
             for name, values_k in ranking_metrics(gains_top, n_rel, ideal, self.cutoffs).items():
                 per_user.setdefault(name, []).append(values_k.cpu())
             for k in self.cutoffs:
                 items_k = top[:, :k][valid_rank[:, :k]]
-                rec_counts[k] += torch.bincount(items_k, minlength=n_items).double()
-                novelty_sum[k] += float(self_info[items_k].sum())
-            del scores, dense_gains
+                rec_counts[k] += torch.bincount(items_k, minlength=n_items)
+                novelty_sum[k] += self_info[items_k].sum()
 
         arrays = {name: torch.cat(parts).numpy() for name, parts in per_user.items()}
+        if not arrays:
+            arrays = {name: np.zeros(0) for name in _metric_names(self.cutoffs)}
         metrics = {name: float(values.mean()) if len(values) else 0.0 for name, values in arrays.items()}
         for k in self.cutoffs:
             counts = rec_counts[k].cpu().numpy()
             total = counts.sum()
             metrics[f"coverage@{k}"] = float((counts > 0).sum() / n_items)
-            metrics[f"novelty@{k}"] = float(novelty_sum[k] / total) if total else 0.0
+            metrics[f"novelty@{k}"] = float(novelty_sum[k].cpu()) / total if total else 0.0
             metrics[f"gini@{k}"] = gini(counts)
         seconds = time.perf_counter() - start
         log.info("evaluated %d users (%d skipped) in %.2fs", len(users), n_skipped, seconds)
         return EvaluationResult(metrics, arrays, users, n_skipped, seconds)
+
+
+class _CsrRows:
+    """A CSR matrix's arrays on the device, to gather the entries of a batch of rows at once."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None,
+                 device: torch.device) -> None:
+        self.indptr = torch.as_tensor(np.asarray(indptr, dtype=np.int64), device=device)
+        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=device)
+        self.data = None if data is None else torch.as_tensor(np.asarray(data, dtype=np.float32), device=device)
+
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(position of the row in ``rows``, column, value) of every entry, row by row, columns
+        ascending within a row."""
+        starts = self.indptr[rows]
+        counts = self.indptr[rows + 1] - starts
+        total = int(counts.sum())
+        local = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts,
+                                        output_size=total)
+        offsets = torch.cumsum(counts, 0) - counts  # where each row's entries begin in the output
+        entry = torch.arange(total, device=rows.device) + (starts - offsets)[local]
+        return local, self.indices[entry], None if self.data is None else self.data[entry]
+
+
+def _merged_pattern(parts: Sequence[Interactions], n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, indices) of the union of the parts' entries, columns sorted within rows."""
+    if not parts:
+        return np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if len(parts) == 1:
+        return parts[0].indptr, parts[0].indices
+    union = parts[0].csr()
+    for part in parts[1:]:
+        union = union + part.csr()
+    union.sort_indices()
+    return union.indptr, union.indices
+
+
+def _lookup(keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """``values`` at ``queries`` in the sorted ``keys``, 0 where a query is absent."""
+    if keys.numel() == 0:
+        return torch.zeros(queries.shape, dtype=torch.float32, device=queries.device)
+    pos = torch.searchsorted(keys, queries).clamp_(max=keys.numel() - 1)
+    return torch.where(keys[pos] == queries, values[pos], 0.0)
+
+
+def _ideal_gains(row: torch.Tensor, gain: torch.Tensor, n_rel: torch.Tensor, n_batch: int, k: int,
+                 binary: bool) -> torch.Tensor:
+    """(users, k): each user's relevant gains sorted descending, zero-padded (the IDCG ranking)."""
+    ranks = torch.arange(k, device=n_rel.device)
+    if binary:
+        return (ranks.unsqueeze(0) < n_rel.unsqueeze(1)).float()
+    order = torch.sort(gain, descending=True, stable=True).indices
+    order = order[torch.sort(row[order], stable=True).indices]  # by row, then gain descending
+    row_sorted = row[order]
+    counts = torch.bincount(row_sorted, minlength=n_batch)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(order), device=row.device) - first[row_sorted]
+    ideal = torch.zeros((n_batch, k), dtype=torch.float32, device=row.device)
+    keep = rank < k
+    ideal[row_sorted[keep], rank[keep]] = gain[order][keep]
+    return ideal
+
+
+def _metric_names(cutoffs: Sequence[int]) -> list[str]:
+    return [f"{name}@{k}" for k in cutoffs for name in RANKING_METRICS]
 
 
 def gini(counts: np.ndarray) -> float:

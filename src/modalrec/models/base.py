@@ -141,11 +141,15 @@ class Recommender(ABC):
         model._seen = Interactions(model.n_users, model.n_items, indptr, indices)
         model._build()
         model.load_state_dict({k: v.to(model.device) for k, v in state.items()})
+        model._after_load()
         return model
 
     # --- hooks ---------------------------------------------------------------------------------
     def _build(self) -> None:
         """Allocate parameters for ``n_users``, ``n_items`` and ``feature_dims`` (fit and load)."""
+
+    def _after_load(self) -> None:
+        """Rebuild derived structures (graphs, caches) once the state is restored."""
 
     @abstractmethod
     def _fit(self, train: Interactions, features: FeatureSet, valid: Interactions | None) -> None: ...

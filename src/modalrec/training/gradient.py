@@ -1,0 +1,107 @@
+"""Base class for models trained by gradient descent with the shared ``Trainer``.
+
+A subclass builds a ``torch.nn.Module`` (``build_module``), computes its loss on a batch of
+(user, positive, negative) triples (``loss``) and gives final user and item embeddings for scoring
+(``embeddings``). Fixed structures (graphs, normalised adjacency) are built once in ``prepare``,
+both when fitting and after loading, so the epoch loop never recomputes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import abstractmethod
+from pathlib import Path
+
+import torch
+
+from modalrec.data.interactions import Interactions
+from modalrec.features.features import FeatureSet
+from modalrec.models.base import Recommender
+
+
+@dataclasses.dataclass
+class TrainParams:
+    """Training-loop hyperparameters shared by every gradient model (MMRec's defaults)."""
+
+    epochs: int = 200
+    batch_size: int = 2048
+    lr: float = 1e-3
+    lr_decay: float = 1.0
+    """Learning rate at epoch e is ``lr * lr_decay ** (e / lr_decay_epochs)`` (MMRec's scheduler)."""
+    lr_decay_epochs: int = 50
+    eval_every: int = 1
+    """Validate every N epochs; the reference study checks every 10, MMRec every epoch."""
+    patience: int = 20
+    """Stop after this many validations without improvement; the best weights are restored."""
+    valid_metric: str = "recall@20"
+
+
+class GradientRecommender(Recommender):
+    """A recommender whose parameters live in ``self.module`` and are fitted by ``Trainer``."""
+
+    Params = TrainParams
+
+    def __init__(self, params: object = None, seed: int = 0, device: str = "cpu") -> None:
+        super().__init__(params, seed, device)
+        self.module: torch.nn.Module = torch.nn.Module()
+        self.checkpoint_dir: Path | None = None
+        self.best_epoch = 0
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # --- hooks for subclasses -------------------------------------------------------------------
+    @abstractmethod
+    def build_module(self) -> torch.nn.Module:
+        """Parameters and feature buffers for ``n_users``, ``n_items`` and ``feature_dims``."""
+
+    def set_features(self, features: FeatureSet) -> None:
+        """Copy feature matrices into the module's buffers (so a saved model needs no features)."""
+
+    def prepare(self, train: Interactions) -> None:
+        """Build fixed structures from the training graph and the stored features."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Per-epoch work such as FREEDOM's edge pruning."""
+
+    @abstractmethod
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (user, item) embeddings used for scoring, computed in eval mode."""
+
+    # --- Recommender plumbing --------------------------------------------------------------------
+    def _build(self) -> None:
+        self.module = self.build_module().to(self.device)
+        self._cache = None
+
+    def _fit(self, train: Interactions, features: FeatureSet, valid: Interactions | None) -> None:
+        from modalrec.training.trainer import Trainer
+
+        self.set_features(features)
+        self.prepare(train)
+        Trainer(self).fit(train, valid)
+
+    def _after_load(self) -> None:
+        assert self._seen is not None
+        self.prepare(self._seen)
+
+    def invalidate(self) -> None:
+        """Drop cached embeddings after parameters change."""
+        self._cache = None
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        if self._cache is None:
+            was_training = self.module.training
+            self.module.eval()
+            with torch.no_grad():
+                self._cache = self.embeddings()
+            self.module.train(was_training)
+        user_emb, item_emb = self._cache
+        return user_emb[users] @ item_emb.T
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.module.state_dict())
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)
+        self.invalidate()
