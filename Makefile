@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup browser demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,13 @@ $(STAMP): requirements.txt pyproject.toml
 demo: setup
 	$(PY) -m modalrec quickstart --out runs/quickstart
 
-test: setup
+# Headless Chromium for the report's browser test (Debian packages; needs root and apt).
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "warning: could not install chromium; the report browser test will be skipped"; }
+
+test: setup browser
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 

@@ -161,7 +161,7 @@ class Dataset:
         folder.mkdir(parents=True, exist_ok=True)
         io.write_parquet(folder / "interactions.parquet", self.interactions.to_frame())
         io.write_parquet(folder / "users.parquet", pd.DataFrame({"user_id": self.user_ids.astype(str)}))
-        io.write_parquet(folder / "items.parquet", self.items)
+        io.write_parquet(folder / "items.parquet", _relative_images(self.items, folder))
         for name, table in self.extras.items():
             io.write_parquet(folder / f"extra-{name}.parquet", table)
         if self.split is not None:
@@ -191,7 +191,7 @@ class Dataset:
             raise DataError("manifest.json is not a modalrec data set manifest", where=str(manifest_path))
         n_users, n_items = manifest["n_users"], manifest["n_items"]
         interactions = Interactions.from_frame(pd.read_parquet(folder / "interactions.parquet"), n_users, n_items)
-        items = pd.read_parquet(folder / "items.parquet")
+        items = _absolute_images(pd.read_parquet(folder / "items.parquet"), folder)
         users = pd.read_parquet(folder / "users.parquet")["user_id"].to_numpy(dtype=object)
         extras = {name: pd.read_parquet(folder / f"extra-{name}.parquet") for name in manifest["extras"]}
         split = Split.load(folder / "split") if manifest.get("has_split") else None
@@ -217,3 +217,26 @@ def _lookup(known: np.ndarray, ids: list[str] | np.ndarray, kind: str) -> np.nda
         missing = wanted[found < 0][:5].tolist()
         raise DataError(f"unknown {kind} id(s): {', '.join(missing)}")
     return found.astype(np.int64)
+
+
+def _relative_images(items: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """Image paths inside the data set folder are stored relative, so the folder can move."""
+    if "image_path" not in items:
+        return items
+    root = folder.resolve()
+
+    def rel(value: object) -> object:
+        if not isinstance(value, str) or not value:
+            return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+        path = Path(value)
+        return str(path.resolve().relative_to(root)) if path.is_absolute() and path.resolve().is_relative_to(root) else value
+
+    return items.assign(image_path=items["image_path"].map(rel))
+
+
+def _absolute_images(items: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    if "image_path" not in items:
+        return items
+    root = folder.resolve()
+    return items.assign(image_path=items["image_path"].map(
+        lambda v: str(root / v) if isinstance(v, str) and v and not Path(v).is_absolute() else v))

@@ -55,11 +55,9 @@ def deduplicate(
             out["timestamp"] = grouped["timestamp"].max()
         out = out.reset_index()[list(frame.columns)]
     else:
+        # in time order (file order on ties), so keep="last" is the latest interaction
         positions = np.arange(len(frame))
-        if "timestamp" in frame:
-            order = np.lexsort((positions, frame["timestamp"].to_numpy()))
-        else:
-            order = positions
+        order = np.lexsort((positions, frame["timestamp"].to_numpy())) if "timestamp" in frame else positions
         duplicated = frame.iloc[order].duplicated(keys, keep=policy).to_numpy()
         out = frame.iloc[np.sort(order[~duplicated])]
     out = out.reset_index(drop=True)

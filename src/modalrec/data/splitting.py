@@ -27,6 +27,7 @@ from modalrec.errors import ConfigError, DataError
 PROTOCOLS = ("random", "user-temporal", "global-temporal", "leave-one-out", "cold-item")
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 MIN_SPLIT_USER = 3  # users with fewer interactions stay in training entirely
+_EPS = 1e-9
 
 
 def parse_ratios(value: str | Sequence[float] | None) -> tuple[float, float, float]:
@@ -110,7 +111,7 @@ def global_temporal_split(inter: Interactions, ratios: Sequence[float] = DEFAULT
     n = len(ordered)
 
     def cut(share: float) -> float:
-        position = int(math.floor(share * n + 0.5))
+        position = int(math.floor(share * n + 0.5 + _EPS))
         return math.inf if position >= n else float(ordered[position])
 
     valid_cut = cut(ratios[0])
@@ -191,9 +192,11 @@ def make_split(inter: Interactions, protocol: str, ratios: Sequence[float] | str
 
 # --- helpers -------------------------------------------------------------------------------------
 def _rounded(n: np.ndarray, ratio: float) -> np.ndarray:
+    """``max(1, round half up(ratio * n))``; the tiny epsilon makes ``0.7 * 5`` (3.4999... in
+    binary) round to 4 as it does in decimal."""
     if ratio == 0:
         return np.zeros_like(n)
-    return np.maximum(1, np.floor(ratio * n + 0.5).astype(np.int64))
+    return np.maximum(1, np.floor(ratio * n + 0.5 + _EPS).astype(np.int64))
 
 
 def _tail_labels(inter: Interactions, timestamps: np.ndarray, k_test: np.ndarray,

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from modalrec.data.interactions import Interactions
 from modalrec.data.split import Split
 from modalrec.errors import ConfigError, ModelError
-from modalrec.evaluation.metrics import RANKING_METRICS, ranking_metrics
+from modalrec.evaluation.metrics import RANKING_METRICS, ranking_metric_table
 from modalrec.evaluation.ranking import topk_deterministic
 
 log = logging.getLogger(__name__)
@@ -129,11 +129,12 @@ class Evaluator:
         binary = not self.graded
         k_max = min(max(self.cutoffs), n_items)
         batch = self.batch_users(n_items)
-        per_user: dict[str, list[torch.Tensor]] = {}
-        rec_counts = {k: torch.zeros(n_items, dtype=torch.int64, device=dev) for k in self.cutoffs}
-        novelty_sum = {k: torch.zeros((), dtype=torch.float64, device=dev) for k in self.cutoffs}
-        pop = (popularity.item_counts() if popularity is not None else np.ones(n_items)).astype(np.float64)
-        self_info = torch.as_tensor(-np.log2(np.maximum(pop, 1.0) / max(1, n_users)), device=dev)
+        # Recommendation counts per item, by the first cutoff that covers each rank (one
+        # index_add per batch); a cumulative sum over cutoffs at the end gives the counts at k.
+        bucket = torch.as_tensor(np.searchsorted(self.cutoffs, np.arange(k_max), side="right"),
+                                 dtype=torch.long, device=dev) * n_items
+        rec_counts = torch.zeros(len(self.cutoffs) * n_items, dtype=torch.int64, device=dev)
+        tables: list[torch.Tensor] = []
         users_t = torch.as_tensor(users, dtype=torch.long, device=dev)
         n_relevant_t = torch.as_tensor(n_relevant[users], dtype=torch.float64, device=dev)
 
@@ -155,29 +156,28 @@ class Evaluator:
             del scores
             if bool(torch.isnan(values[:, 0]).any()):
                 raise ModelError("the model produced NaN scores", hint="check the training loss and inputs")
-            valid_rank = values > -torch.inf
+            valid_rank = values > -torch.inf  # fewer unmasked items than k: the rest is no rank
             g_row, g_col, g_val = gains_rows.gather(rows_t)
             top_keys = top + torch.arange(n_batch, device=dev).unsqueeze(1) * n_items
-            gains_top = _lookup(g_row * n_items + g_col, g_val, top_keys)
-            gains_top = gains_top * valid_rank
+            gains_top = _lookup(g_row * n_items + g_col, g_val, top_keys) * valid_rank
             n_rel = n_relevant_t[lo : lo + batch]
             ideal = _ideal_gains(g_row, g_val, n_rel, n_batch, k_max, binary)
-            for name, values_k in ranking_metrics(gains_top, n_rel, ideal, self.cutoffs).items():
-                per_user.setdefault(name, []).append(values_k.cpu())
-            for k in self.cutoffs:
-                items_k = top[:, :k][valid_rank[:, :k]]
-                rec_counts[k] += torch.bincount(items_k, minlength=n_items)
-                novelty_sum[k] += self_info[items_k].sum()
+            tables.append(ranking_metric_table(gains_top, n_rel, ideal, self.cutoffs).cpu())
+            keys = (top + bucket)[valid_rank]
+            rec_counts.index_add_(0, keys, torch.ones_like(keys))
 
-        arrays = {name: torch.cat(parts).numpy() for name, parts in per_user.items()}
-        if not arrays:
-            arrays = {name: np.zeros(0) for name in _metric_names(self.cutoffs)}
+        table = torch.cat(tables).numpy() if tables else np.zeros((0, len(RANKING_METRICS), len(self.cutoffs)))
+        arrays = {f"{name}@{k}": np.ascontiguousarray(table[:, i, j])
+                  for j, k in enumerate(self.cutoffs) for i, name in enumerate(RANKING_METRICS)}
         metrics = {name: float(values.mean()) if len(values) else 0.0 for name, values in arrays.items()}
-        for k in self.cutoffs:
-            counts = rec_counts[k].cpu().numpy()
+        pop = (popularity.item_counts() if popularity is not None else np.ones(n_items)).astype(np.float64)
+        self_info = -np.log2(np.maximum(pop, 1.0) / max(1, n_users))  # bits; unseen items count once
+        counts_at = rec_counts.view(len(self.cutoffs), n_items).cumsum(dim=0).cpu().numpy()
+        for j, k in enumerate(self.cutoffs):
+            counts = counts_at[j]
             total = counts.sum()
             metrics[f"coverage@{k}"] = float((counts > 0).sum() / n_items)
-            metrics[f"novelty@{k}"] = float(novelty_sum[k].cpu()) / total if total else 0.0
+            metrics[f"novelty@{k}"] = float(counts @ self_info / total) if total else 0.0
             metrics[f"gini@{k}"] = gini(counts)
         seconds = time.perf_counter() - start
         log.info("evaluated %d users (%d skipped) in %.2fs", len(users), n_skipped, seconds)
@@ -243,10 +243,6 @@ def _ideal_gains(row: torch.Tensor, gain: torch.Tensor, n_rel: torch.Tensor, n_b
     keep = rank < k
     ideal[row_sorted[keep], rank[keep]] = gain[order][keep]
     return ideal
-
-
-def _metric_names(cutoffs: Sequence[int]) -> list[str]:
-    return [f"{name}@{k}" for k in cutoffs for name in RANKING_METRICS]
 
 
 def gini(counts: np.ndarray) -> float:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,8 +26,11 @@ class TrainParams:
     """Training-loop hyperparameters shared by every gradient model (MMRec's defaults)."""
 
     epochs: int = 200
+    """Upper bound on epochs; early stopping usually ends sooner (the reference study: 200)."""
     batch_size: int = 2048
+    """MMRec's default (the reference runs); the reference study uses 1024 on Baby."""
     lr: float = 1e-3
+    """Adam's learning rate (MMRec's default; the paper of most models)."""
     lr_decay: float = 1.0
     """Learning rate at epoch e is ``lr * lr_decay ** (e / lr_decay_epochs)`` (MMRec's scheduler)."""
     lr_decay_epochs: int = 50
@@ -34,6 +39,10 @@ class TrainParams:
     patience: int = 20
     """Stop after this many validations without improvement; the best weights are restored."""
     valid_metric: str = "recall@20"
+    """Model-selection metric on validation, METRIC@K (the reference study's and MMRec's)."""
+    weight_decay: float = 0.0
+    """L2 on every parameter, added to its gradient by Adam (torch's coupled ``weight_decay``,
+    MMRec's option, 0 by default: models regularise the batch's embeddings in their loss)."""
 
 
 class GradientRecommender(Recommender):
@@ -46,6 +55,8 @@ class GradientRecommender(Recommender):
         self.module: torch.nn.Module = torch.nn.Module()
         self.checkpoint_dir: Path | None = None
         self.best_epoch = 0
+        self.callbacks: list[Callable[[dict[str, Any]], None]] = []
+        """Called with each epoch's record (pruning, reporting); raising stops training."""
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- hooks for subclasses -------------------------------------------------------------------

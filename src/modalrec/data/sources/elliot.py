@@ -19,7 +19,7 @@ NAMES = ("user_id", "item_id", "rating", "timestamp")
 
 def read_split_file(path: str | Path, *, sep: str | None = "\t") -> pd.DataFrame:
     """One headerless part file -> ``user_id, item_id[, rating][, timestamp], _line``."""
-    table = read_delimited(path, sep=sep, header=False, names=NAMES, min_fields=2)
+    table = read_delimited(path, sep=sep, header=False, names=NAMES, min_fields=2, quoting=False)
     frame = pd.DataFrame({
         "user_id": table.strings("user_id"),
         "item_id": table.strings("item_id"),

@@ -77,7 +77,7 @@ def attach_images(items: pd.DataFrame, folder: str | Path, *, verify: bool = Tru
             path = None
         paths.append(None if path is None else str(path))
     table = items.copy()
-    table["image_path"] = pd.Series(paths, index=table.index, dtype=object)
+    table["image_path"] = pd.Series(paths, index=table.index)  # missing: NaN, as after a Parquet round trip
     known = set(ids)
     report = {
         "images_dir": str(Path(folder).resolve()),

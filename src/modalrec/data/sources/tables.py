@@ -56,8 +56,11 @@ class Table:
     def strings(self, column: str, *, allow_missing: bool = False) -> np.ndarray:
         """The column as stripped strings; an empty value is an error unless ``allow_missing``."""
         values = self.frame[column]
-        text = values.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
-                          else str(v).strip())
+        if pd.api.types.infer_dtype(values, skipna=False) == "string":
+            text = values.str.strip()  # the common case: every value read from a text file
+        else:
+            text = values.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                              else str(v).strip())
         empty = text.isna() | (text == "")
         if empty.any() and not allow_missing:
             row = int(np.flatnonzero(empty.to_numpy())[0])
@@ -67,33 +70,37 @@ class Table:
     def numbers(self, column: str, *, integer: bool = False, allow_missing: bool = False) -> np.ndarray:
         """The column as float64 (or int64); names the first line whose value is not a number."""
         raw = self.frame[column]
-        text = raw.map(lambda v: v.strip() if isinstance(v, str) else v)
-        values = pd.to_numeric(text, errors="coerce")
-        blank = text.isna() | (text == "")
-        bad = values.isna() & ~(blank & allow_missing)
-        if integer:
-            finite = values.notna() & np.isfinite(values.fillna(0))
-            bad |= values.notna() & ~(finite & (values == values.round()))
+        array = _fast_floats(raw)
+        if array is not None:
+            bad = np.zeros(len(array), dtype=bool)
         else:
-            bad |= values.notna() & ~np.isfinite(values.fillna(0))
+            values = pd.to_numeric(raw, errors="coerce")  # surrounding whitespace is accepted
+            bad = values.isna().to_numpy().copy()
+            if bad.any() and allow_missing:
+                bad &= ~_blank(raw).to_numpy()
+            array = values.to_numpy(dtype=np.float64)
+        finite = np.isfinite(array)
+        bad |= ~np.isnan(array) & ~finite
+        if integer:
+            bad |= finite & (array != np.round(array))
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             kind = "an integer" if integer else "a number"
             raise DataError(f"{column!r} is not {kind}: {raw.iloc[row]!r}", where=self.where(row))
-        out = values.to_numpy(dtype=np.float64)
-        return out.astype(np.int64) if integer and not allow_missing else out
+        return array.astype(np.int64) if integer and not allow_missing else array
 
     def timestamps(self, column: str) -> np.ndarray:
         """Integer timestamps: numbers as given, or ISO dates converted to Unix seconds."""
-        text = self.frame[column].map(lambda v: v.strip() if isinstance(v, str) else v)
-        numeric = pd.to_numeric(text, errors="coerce")
-        if numeric.notna().all():
+        raw = self.frame[column]
+        if _fast_floats(raw) is not None:
             return self.numbers(column, integer=True)
-        if numeric.isna().all():
+        if pd.to_numeric(raw, errors="coerce").isna().all():
+            text = raw.map(lambda v: v.strip() if isinstance(v, str) else v)
             dates = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
             if dates.notna().all():
-                return (dates.astype("int64") // 10**9).to_numpy(dtype=np.int64)
-        return self.numbers(column, integer=True)  # raises, naming the first bad line
+                epoch = pd.Timestamp("1970-01-01", tz="UTC")
+                return ((dates - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+        return self.numbers(column, integer=True)  # names the first bad line, if any
 
 
 def separator_for(path: str | Path, sep: str | None = None) -> str:
@@ -124,17 +131,21 @@ def read_delimited(
     min_fields: int | None = None,
     encoding: str = "utf-8",
     allow_empty: bool = False,
+    quoting: bool = True,
 ) -> Table:
     """Read a delimited text file into string columns, checking every row's field count.
 
     With ``header`` the first non-blank line names the columns; otherwise ``names`` does, and rows
     may have between ``min_fields`` and ``len(names)`` fields, the same number on every row.
-    Blank lines are skipped; empty trailing fields (a trailing separator) are tolerated.
+    Blank lines are skipped; empty trailing fields (a trailing separator) are tolerated. With
+    ``quoting=False`` a double quote is an ordinary character (formats that define no quoting, such
+    as MovieLens' pipe files, where a title may start with one).
     """
     path = Path(path)
     separator = separator_for(path, sep)
     text = _read_text(path, encoding)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=False)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=False,
+                        quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
     rows: list[list[str]] = []
     lines: list[int] = []
     columns: list[str] | None = None if header else list(names or [])
@@ -145,8 +156,8 @@ def read_delimited(
     try:
         for fields in reader:
             start, last = last + 1, reader.line_num
-            if not fields or all(not f.strip() for f in fields):
-                continue
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line
             if columns is None:
                 columns = [f.strip() for f in fields]
                 _check_header(columns, path, start)
@@ -222,6 +233,20 @@ def read_table(path: str | Path, *, sep: str | None = None, encoding: str = "utf
 
 
 # --- helpers -------------------------------------------------------------------------------------
+def _fast_floats(values: pd.Series) -> np.ndarray | None:
+    """Every value parsed with ``float`` (the fast path); ``None`` when any value is empty, not a
+    number or NaN, so the careful path can find and name it."""
+    try:
+        array = values.to_numpy(dtype=object).astype(np.float64)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(array).any() else array
+
+
+def _blank(values: pd.Series) -> pd.Series:
+    return values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
+
+
 def _read_text(path: Path, encoding: str) -> str:
     data = _read_bytes(path)
     try:

@@ -1,0 +1,1 @@
+"""Packaged resources: the quickstart experiment config."""

@@ -1,0 +1,203 @@
+"""Item kNN graphs, normalisation, sparse propagation and FREEDOM's edge pruning against slow references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from modalrec.errors import ConfigError
+from modalrec.models.freedom import bipartite_normalized, prune_edges
+from modalrec.models.graph import knn_edges, knn_graph, symmetric_normalize
+from modalrec.models.modality import SparseOperator, edge_propagate, modality_weights
+
+
+def dense_knn(x: np.ndarray, k: int, mask: np.ndarray | None = None, include_self: bool = True) -> np.ndarray:
+    """Slow reference: full cosine matrix, each row's top k, ties to the lower index."""
+    n = len(x)
+    ok = np.linalg.norm(x, axis=1) > 0
+    if mask is not None:
+        ok &= mask
+    out = np.zeros((n, n), dtype=np.float64)
+    xn = np.zeros_like(x, dtype=np.float64)
+    xn[ok] = x[ok] / np.linalg.norm(x[ok], axis=1, keepdims=True)
+    sims = xn @ xn.T
+    for i in np.flatnonzero(ok):
+        candidates = [j for j in np.flatnonzero(ok) if include_self or j != i]
+        ranked = sorted(candidates, key=lambda j: (-round(sims[i, j], 9), j))
+        for j in ranked[:k]:
+            out[i, j] = sims[i, j]
+    return out
+
+
+def integer_features(n: int, d: int, seed: int, high: int = 3) -> np.ndarray:
+    """Small integers: every dot product is exact in float32, so equal rows give exactly equal
+    similarities whatever the summation order, and ties are real ties."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, high, size=(n, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("memory_mb", [1e-4, 0.002, 256])  # 1 row per chunk, a few rows, all rows
+@pytest.mark.parametrize("include_self", [True, False])
+def test_knn_matches_dense_reference_across_chunks_and_ties(memory_mb: float, include_self: bool) -> None:
+    x = integer_features(70, 4, seed=1)  # 3^4 = 81 distinct rows at most: many duplicates and ties
+    x[5] = 0  # all-zero row: no content
+    mask = np.ones(70, dtype=bool)
+    mask[[7, 30]] = False
+    graph = knn_graph(x, 6, mask, include_self=include_self, weighted=True, memory_mb=memory_mb)
+    expected = dense_knn(x, 6, mask, include_self=include_self)
+    assert ((graph.toarray() != 0) == (expected != 0)).all()
+    np.testing.assert_allclose(graph.toarray(), expected, atol=1e-6)
+    counts = np.diff(graph.indptr)
+    assert (counts[[5, 7, 30]] == 0).all(), "items without content must have no edges"
+    assert graph[:, [5, 7, 30]].nnz == 0, "items without content must be nobody's neighbour"
+    assert (np.delete(counts, [5, 7, 30]) == 6).all()
+
+
+def test_knn_ties_go_to_lower_index() -> None:
+    x = np.ones((8, 3), dtype=np.float32)  # all identical: every similarity is 1
+    graph = knn_graph(x, 3, include_self=False)
+    for i in range(8):
+        expected = [j for j in range(8) if j != i][:3]
+        assert graph[i].indices.tolist() == expected
+
+
+def test_knn_on_random_real_features_matches_dense() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 16)).astype(np.float32)
+    rows, cols, sims = knn_edges(torch.from_numpy(x), 10, memory_mb=0.01)
+    reference = dense_knn(x, 10)
+    assert (rows.numpy()[::10] == np.arange(200)).all()
+    got = sp.csr_matrix((sims.numpy(), (rows.numpy(), cols.numpy())), shape=(200, 200)).toarray()
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+    assert (np.diag(got) > 0.999).all(), "with include_self the item is its own nearest neighbour"
+
+
+def test_knn_with_fewer_candidates_than_k_takes_all() -> None:
+    x = integer_features(4, 3, seed=0, high=5) + 1
+    graph = knn_graph(x, 10)
+    assert (np.diff(graph.indptr) == 4).all()
+
+
+def test_knn_never_builds_dense_matrix_of_the_catalog(monkeypatch) -> None:
+    """The similarity work happens in row chunks bounded by ``memory_mb``."""
+    shapes = []
+    real_topk = torch.topk
+
+    def spy(t, *args, **kwargs):
+        shapes.append(tuple(t.shape))
+        return real_topk(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "topk", spy)
+    x = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
+    knn_graph(x, 5, memory_mb=1)
+    assert shapes and max(s[0] for s in shapes) * 3000 * 8 <= 2**20 + 3000 * 8
+    assert sum(s[0] for s in shapes) == 3000
+
+
+def test_symmetric_normalize_against_formula() -> None:
+    rng = np.random.default_rng(0)
+    a = sp.random(30, 30, density=0.2, random_state=1, format="csr", dtype=np.float32)
+    a.data = rng.random(a.nnz).astype(np.float32)
+    a[3] = 0  # an isolated row
+    dense = a.toarray().astype(np.float64)
+    deg = dense.sum(axis=1)
+    inv = np.where(deg > 0, 1 / np.sqrt(np.where(deg > 0, deg, 1)), 0)
+    np.testing.assert_allclose(symmetric_normalize(a).toarray(), inv[:, None] * dense * inv[None, :], rtol=1e-5)
+    # a 0/1 kNN graph normalises to 1/k per entry (FREEDOM's item graph)
+    knn = knn_graph(rng.standard_normal((50, 5)).astype(np.float32), 7)
+    np.testing.assert_allclose(symmetric_normalize(knn).data, 1 / 7, rtol=1e-6)
+
+
+def test_sparse_operator_and_edge_propagation_gradients_match_dense() -> None:
+    rng = np.random.default_rng(0)
+    a = sp.random(20, 20, density=0.3, random_state=0, format="csr", dtype=np.float32)
+    x = torch.tensor(rng.standard_normal((20, 4)), dtype=torch.float32, requires_grad=True)
+    weights = torch.tensor(rng.standard_normal((20, 4)), dtype=torch.float32)
+    (SparseOperator(a) @ x).mul(weights).sum().backward()
+    expected = torch.from_numpy(a.T.toarray()) @ weights
+    torch.testing.assert_close(x.grad, expected)
+
+    coo = a.tocoo()
+    rows = torch.from_numpy(np.r_[coo.row, coo.row[:5]].astype(np.int64))  # duplicates add
+    cols = torch.from_numpy(np.r_[coo.col, coo.col[:5]].astype(np.int64))
+    values = torch.tensor(np.r_[coo.data, coo.data[:5]], requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out = edge_propagate(rows, cols, values, x2)
+    dense = torch.zeros(20, 20).index_put((rows, cols), values, accumulate=True)
+    x3 = x.detach().clone().requires_grad_(True)
+    values3 = values.detach().clone().requires_grad_(True)
+    dense3 = torch.zeros(20, 20).index_put((rows, cols), values3, accumulate=True)
+    torch.testing.assert_close(out, dense.detach() @ x.detach())
+    out.mul(weights).sum().backward()
+    (dense3 @ x3).mul(weights).sum().backward()
+    torch.testing.assert_close(x2.grad, x3.grad)
+    torch.testing.assert_close(values.grad, values3.grad)
+
+
+def test_pruning_keeps_the_right_number_and_prefers_low_degree_edges() -> None:
+    rng = np.random.default_rng(0)
+    # user 0 and item 0 are hubs; the rest of the graph is sparse
+    users = np.r_[np.zeros(40, dtype=np.int64), rng.integers(1, 60, 200)]
+    items = np.r_[np.arange(40), np.zeros(30, dtype=np.int64), rng.integers(1, 80, 170)]
+    keys = np.unique(users * 100 + items)
+    users, items = keys // 100, keys % 100
+    n = len(users)
+    keep = int(n * 0.2)
+    deg_u = np.bincount(users, minlength=60)
+    deg_i = np.bincount(items, minlength=80)
+    weight = 1 / np.sqrt(deg_u[users] * deg_i[items])
+    kept_weight = []
+    counts = np.zeros(n)
+    for seed in range(300):
+        kept = prune_edges(users, items, 60, 80, keep, np.random.default_rng(seed))
+        assert len(kept) == keep and len(np.unique(kept)) == keep
+        kept_weight.append(weight[kept].mean())
+        counts[kept] += 1
+    # kept edges are biased towards high 1/sqrt(deg deg), i.e. low-degree endpoints ...
+    assert np.mean(kept_weight) > weight.mean() * 1.1
+    hub = (users == 0) | (items == 0)
+    assert counts[hub].mean() < counts[~hub].mean() / 2
+    # ... as successive weighted draws without replacement: on a tiny graph whose edge weights
+    # are 1, 1/sqrt(2) and 1/2 (user degrees 1, 2, 4), compare inclusion counts with exact odds
+    gen = np.random.default_rng(1)
+    hits = np.zeros(3)
+    tiny_u = np.array([0, 1, 1, 2, 2, 2, 2])
+    tiny_i = np.array([0, 1, 2, 3, 4, 5, 6])
+    tw = 1 / np.sqrt(np.bincount(tiny_u)[tiny_u] * 1.0)
+    trials = 20000
+    for _ in range(trials):
+        kept = prune_edges(tiny_u, tiny_i, 3, 7, 2, gen)
+        hits += np.bincount(tiny_u[kept], minlength=3)
+    # per-user inclusion counts from the sequential-draw formula over the 7 edges
+    probs = np.zeros(7)
+    for a in range(7):
+        for b in range(7):
+            if a != b:
+                p = tw[a] / tw.sum() * tw[b] / (tw.sum() - tw[a])
+                probs[a] += p
+                probs[b] += p
+    expected = np.bincount(tiny_u, weights=probs, minlength=3) * trials
+    np.testing.assert_allclose(hits, expected, rtol=0.05)
+
+
+def test_pruned_graph_is_renormalised_on_kept_degrees() -> None:
+    users = np.array([0, 0, 1, 2])
+    items = np.array([0, 1, 1, 1])
+    adj = bipartite_normalized(users, items, 3, 2).toarray()
+    # user 0 (deg 2) - item 1 (deg 3)
+    assert adj[0, 3 + 1] == pytest.approx(1 / np.sqrt(6))
+    np.testing.assert_allclose(adj, adj.T)
+
+
+def test_modality_weights() -> None:
+    assert modality_weights(["image", "text"], None) == pytest.approx([0.1, 0.9])
+    assert modality_weights(["text_minilm", "image_effnet"], None) == pytest.approx([0.9, 0.1])
+    assert modality_weights(["v", "t", "lvlm"], None) == pytest.approx([1 / 3] * 3)
+    assert modality_weights(["image", "poster", "text"], None) == pytest.approx([0.05, 0.05, 0.9])
+    assert modality_weights(["a", "b"], (1.0, 3.0)) == pytest.approx([0.25, 0.75])
+    with pytest.raises(ConfigError, match="2 values for 3 modalities"):
+        modality_weights(["a", "b", "c"], (0.5, 0.5))
+    with pytest.raises(ConfigError, match="non-negative"):
+        modality_weights(["a", "b"], (-1.0, 2.0))
