@@ -3,7 +3,8 @@
 Each row of ``ROWS`` is one model configuration (label, registry name, parameters, whether it needs
 features). A row is fitted for ``--epochs`` epochs with no validation inside the loop, so the
 per-epoch figure is training only (the median over epochs after the first, which pays one-off
-costs); then one full-ranking validation pass (every validation user, all items, training items
+costs), as wall-clock and as process CPU seconds (which other load on a shared machine inflates
+much less; with ``--threads 1`` it is the single-core cost); then one full-ranking validation pass (every validation user, all items, training items
 masked) is timed on its own, including the model's embedding computation.
 
 Reference timings (MMRec on the same Baby split, one thread, from
@@ -31,7 +32,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data  # noqa: E402
-
 from modalrec.evaluation.evaluator import Evaluator  # noqa: E402
 from modalrec.models.registry import get_model  # noqa: E402
 
@@ -57,26 +57,39 @@ ROWS = [
 ]
 
 
-def time_row(row: Row, data: bench_data.BenchData, epochs: int, seed: int) -> dict[str, float]:
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_row(row: Row, data: bench_data.BenchData, epochs: int, seed: int, device: str) -> dict[str, float]:
     cls = get_model(row.model)
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     params = cls.Params(**({k: v for k, v in row.params.items() if k in fields} | {"epochs": epochs}))
-    model = cls(params, seed=seed)
+    model = cls(params, seed=seed, device=device)
     features = data.features if (row.needs_features or cls.uses_features) else None
     split = data.split
+    cpu_marks = [time.process_time()]
+    if hasattr(model, "callbacks"):  # CPU seconds per epoch: robust to other load on the machine
+        model.callbacks.append(lambda record: cpu_marks.append(time.process_time()))
     start = time.perf_counter()
     model.fit(split.train, features, None)
+    sync(device)
     fit_seconds = time.perf_counter() - start
-    per_epoch = [r["train_seconds"] for r in model.history]
-    steady = per_epoch[1:] or per_epoch
-    evaluator = Evaluator(cutoffs=[20], device=str(model.device))
+    per_epoch = [r["train_seconds"] for r in model.history] or [fit_seconds]
+    cpu_epoch = list(np.diff(cpu_marks)) or [float("nan")]
+    evaluator = Evaluator(cutoffs=[20], device=device)
     valid = bench_data.with_train_users(split.valid, split.train)
-    evals = []
-    for _ in range(2):
-        model.invalidate() if hasattr(model, "invalidate") else None
+    evals, cpu_evals = [], []
+    for _ in range(3):
+        if hasattr(model, "invalidate"):
+            model.invalidate()
+        cpu = time.process_time()
         evals.append(evaluator.run(model.score, valid, [split.train]).seconds)
-    return {"epoch": statistics.median(steady), "first_epoch": per_epoch[0], "eval": min(evals),
-            "fit": fit_seconds, "users": len(np.unique(valid.users))}
+        cpu_evals.append(time.process_time() - cpu)
+    return {"epoch": statistics.median(per_epoch[1:] or per_epoch), "first_epoch": per_epoch[0],
+            "cpu_epoch": statistics.median(cpu_epoch[1:] or cpu_epoch), "eval": min(evals),
+            "cpu_eval": min(cpu_evals), "fit": fit_seconds, "users": len(np.unique(valid.users))}
 
 
 def main() -> int:
@@ -86,6 +99,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (the reference used 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -100,15 +114,17 @@ def main() -> int:
           f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f}; "
           f"{args.epochs} epochs per row" + ("" if data.features_are_real or not data.features
                                             else "; random features (timing only)"))
-    header = f"{'model':22} {'s/epoch':>8} {'1st ep':>7} {'s/eval':>7} {'eval users':>10} {'ref s/ep':>9} " \
-             f"{'ratio':>6} {'ref s/ev':>9} {'ratio':>6}"
+    print(f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+    header = f"{'model':22} {'s/epoch':>8} {'cpu s/ep':>8} {'1st ep':>7} {'s/eval':>7} {'cpu s/ev':>8} " \
+             f"{'eval users':>10} {'ref s/ep':>9} {'ratio':>6} {'ref s/ev':>9} {'ratio':>6}"
     print(header)
     print("-" * len(header))
     for row in rows:
-        result = time_row(row, data, args.epochs, args.seed)
+        result = time_row(row, data, args.epochs, args.seed, args.device)
         ref = row.reference.get(args.data)
-        cells = [f"{row.label:22}", f"{result['epoch']:8.3f}", f"{result['first_epoch']:7.3f}",
-                 f"{result['eval']:7.3f}", f"{result['users']:10d}"]
+        cells = [f"{row.label:22}", f"{result['epoch']:8.3f}", f"{result['cpu_epoch']:8.3f}",
+                 f"{result['first_epoch']:7.3f}", f"{result['eval']:7.3f}", f"{result['cpu_eval']:8.3f}",
+                 f"{result['users']:10d}"]
         if ref:
             cells += [f"{ref[0]:9.2f}", f"{ref[0] / result['epoch']:6.1f}", f"{ref[1]:9.2f}",
                       f"{ref[1] / result['eval']:6.1f}"]

@@ -25,23 +25,27 @@ def dense_knn(x: np.ndarray, k: int, mask: np.ndarray | None = None, include_sel
     sims = xn @ xn.T
     for i in np.flatnonzero(ok):
         candidates = [j for j in np.flatnonzero(ok) if include_self or j != i]
-        ranked = sorted(candidates, key=lambda j: (-round(sims[i, j], 9), j))
+        ranked = sorted(candidates, key=lambda j: (-sims[i, j], j))
         for j in ranked[:k]:
             out[i, j] = sims[i, j]
     return out
 
 
-def integer_features(n: int, d: int, seed: int, high: int = 3) -> np.ndarray:
-    """Small integers: every dot product is exact in float32, so equal rows give exactly equal
-    similarities whatever the summation order, and ties are real ties."""
+def binary_features(n: int, d: int = 8, ones: int = 4, seed: int = 0) -> np.ndarray:
+    """Rows with exactly ``ones`` ones: every norm is 2, every normalised entry exactly 0.5 and
+    every cosine a multiple of 1/4, exact in float32 whatever the summation order. So equal
+    similarities are real ties, and there are many of them."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, high, size=(n, d)).astype(np.float32)
+    x = np.zeros((n, d), dtype=np.float32)
+    for row in x:
+        row[rng.choice(d, ones, replace=False)] = 1
+    return x
 
 
 @pytest.mark.parametrize("memory_mb", [1e-4, 0.002, 256])  # 1 row per chunk, a few rows, all rows
 @pytest.mark.parametrize("include_self", [True, False])
 def test_knn_matches_dense_reference_across_chunks_and_ties(memory_mb: float, include_self: bool) -> None:
-    x = integer_features(70, 4, seed=1)  # 3^4 = 81 distinct rows at most: many duplicates and ties
+    x = binary_features(70, seed=1)
     x[5] = 0  # all-zero row: no content
     mask = np.ones(70, dtype=bool)
     mask[[7, 30]] = False
@@ -75,7 +79,7 @@ def test_knn_on_random_real_features_matches_dense() -> None:
 
 
 def test_knn_with_fewer_candidates_than_k_takes_all() -> None:
-    x = integer_features(4, 3, seed=0, high=5) + 1
+    x = binary_features(4)
     graph = knn_graph(x, 10)
     assert (np.diff(graph.indptr) == 4).all()
 

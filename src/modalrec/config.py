@@ -147,6 +147,18 @@ class ReportConfig(Strict):
     """How many items the report's item explorer shows."""
 
 
+class ResourcesConfig(Strict):
+    """What each trial asks a Ray cluster for (``--backend ray``); the local backend ignores it.
+
+    ``gpus`` left out means one GPU when ``device`` is a CUDA device and none otherwise; a fraction
+    (``0.5``) lets trials share a GPU. ``memory_gb`` is a scheduling reservation, not a hard limit.
+    """
+
+    cpus: float = Field(default=1.0, gt=0)
+    gpus: float | None = Field(default=None, ge=0)
+    memory_gb: float | None = Field(default=None, gt=0)
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     datasets: list[DatasetConfig]
@@ -159,6 +171,8 @@ class ExperimentConfig(Strict):
     significance: SignificanceConfig = Field(default_factory=SignificanceConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     device: str = "cpu"
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    """Per-trial resource requests on a Ray cluster."""
 
     @model_validator(mode="after")
     def _references(self) -> ExperimentConfig:

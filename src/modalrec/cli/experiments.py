@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=1, help="trials run in parallel")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="trials run in parallel (default: 1 locally; on Ray as many as the cluster fits)")
     parser.add_argument("--backend", choices=["local", "ray"], default="local")
     parser.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
 
@@ -41,7 +42,7 @@ def quickstart_config() -> Path:
 
 def _run(args: argparse.Namespace, config_path: Path | None = None) -> int:
     config = load_config(config_path or args.config)
-    backend = make_backend(args.backend, args.workers, args.address)
+    backend = make_backend(args.backend, args.workers, args.address, resources=config.resources)
     outcome = run_study(config, args.out, backend)
     print_table(outcome.summary_header, outcome.summary_rows)
     if outcome.audit_rows:

@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="fill for items without content (default mean; the mask keeps them marked)")
     extract.add_argument("--device", default="cpu")
     extract.add_argument("--force", action="store_true", help="recompute even when cached")
+    extract.add_argument("--backend", choices=["local", "ray"], default="local",
+                         help="ray: encode batches on a Ray actor pool (pip install 'modalrec[ray]')")
+    extract.add_argument("--address", help="Ray cluster address, e.g. auto (default: start a local Ray)")
+    extract.add_argument("--workers", type=int, help="Ray actors, one model each (default: as many as fit)")
     extract.set_defaults(func=_extract)
 
     listing = commands.add_parser("list", help="stored features of a data set")
@@ -77,8 +81,13 @@ def _extract(args: argparse.Namespace) -> int:
                                max_tokens=args.max_tokens, layer=args.layer, pooling=args.pooling,
                                device=args.device)
     extractor = get_extractor(args.extractor, options)
+    encoder = None
+    if args.backend == "ray":
+        from modalrec.features.ray_extraction import RayBatchEncoder
+
+        encoder = RayBatchEncoder(workers=args.workers, address=args.address)
     result = extract(args.dataset, extractor, name=args.name, batch_size=args.batch_size,
-                     impute_method=args.impute, force=args.force)
+                     impute_method=args.impute, force=args.force, encode_batches=encoder)
     manifest = result.features.manifest
     if result.cache_hit:
         print(f"{result.name}: cache hit, nothing recomputed ({result.path})")
@@ -141,6 +150,9 @@ def _inspect(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"\nneighbours of {label(row)}")
         for name, (index, sims) in report["neighbours"].items():
+            if name in features and not features[name].mask[row]:
+                print(f"  {name}: (this item has no content here)")
+                continue
             position = int(np.flatnonzero(rows == row)[0])
             shown = [f"{label(j)} ({s:.2f})" for j, s in zip(index[position], sims[position]) if j >= 0]
             print(f"  {name}: " + ("; ".join(shown) if shown else "(no content)"))

@@ -14,7 +14,7 @@ import sys
 from modalrec import __version__
 from modalrec.errors import ModalrecError
 
-GROUPS = ["data", "train", "models", "experiments", "features"]
+GROUPS = ["data", "train", "models", "experiments", "features", "describe"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]
 
+CPU_BATCH_BYTES = 16 << 20  # score-matrix bytes per batch on CPU (see Evaluator.batch_users)
+
 
 @dataclass
 class EvaluationResult:
@@ -98,10 +100,16 @@ class Evaluator:
     def batch_users(self, n_items: int) -> int:
         """Users per batch: ``batch_size`` if set, else what ``memory_mb`` allows for about three
         float32 score rows per user (the scorer's output, the masked copy, and slack for the
-        scorer's own temporaries)."""
+        scorer's own temporaries). On CPU it is also capped at about ``CPU_BATCH_BYTES`` of scores:
+        blocks of that size stay in cache and are reused by the allocator, while larger ones are
+        mapped afresh every batch and cost more in page faults than the per-batch overhead saves."""
         if self.batch_size:
             return int(self.batch_size)
-        return max(1, (int(self.memory_mb) << 20) // (4 * 3 * max(1, n_items)))
+        n_items = max(1, n_items)
+        batch = (int(self.memory_mb) << 20) // (4 * 3 * n_items)
+        if self.device.type == "cpu":
+            batch = min(batch, CPU_BATCH_BYTES // (4 * n_items))
+        return max(1, batch)
 
     def run(
         self,
@@ -135,6 +143,7 @@ class Evaluator:
                                  dtype=torch.long, device=dev) * n_items
         rec_counts = torch.zeros(len(self.cutoffs) * n_items, dtype=torch.int64, device=dev)
         tables: list[torch.Tensor] = []
+        buffer: torch.Tensor | None = None
         users_t = torch.as_tensor(users, dtype=torch.long, device=dev)
         n_relevant_t = torch.as_tensor(n_relevant[users], dtype=torch.float64, device=dev)
 
@@ -146,9 +155,12 @@ class Evaluator:
             raw = score(batch_users)
             if tuple(raw.shape) != (n_batch, n_items):
                 raise ConfigError(f"scorer returned shape {tuple(raw.shape)}, expected ({n_batch}, {n_items})")
-            scores = raw.to(dev, dtype=torch.float32)
-            if scores is raw or not scores.is_contiguous():  # never write into the scorer's tensor
-                scores = scores.clone(memory_format=torch.contiguous_format)
+            # Masking writes into a copy (never into the scorer's tensor), kept in one buffer for
+            # the whole run: a fresh large tensor per batch costs page faults, not just the copy.
+            if buffer is None:
+                buffer = torch.empty((batch, n_items), dtype=torch.float32, device=dev)
+            scores = buffer[:n_batch]
+            scores.copy_(raw)
             del raw
             row, col, _ = mask_rows.gather(rows_t)
             scores.view(-1).index_fill_(0, row * n_items + col, -torch.inf)

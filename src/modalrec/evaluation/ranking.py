@@ -8,7 +8,8 @@ first**. ``torch.topk`` gives no such guarantee, so:
   the row (``scores >= kth``) with a negligible extra slot;
 - only those boundary rows are resolved again: every item strictly above the k-th value, plus the
   lowest-index items equal to it (a compare and a cumulative count, no sort of the row);
-- ties inside the top-k are reordered by item index (two tiny sorts of ``(rows, k)``).
+- ties inside the top-k are reordered by item index (two tiny sorts of ``(rows, k)``, skipped
+  when no two of the top-k values are equal).
 
 On CPU, long rows take the top of the row through block maxima first: split the row into ``b``
 strided blocks, take each block's maximum (one vectorised pass, several times cheaper than
@@ -17,7 +18,8 @@ values (any item outside them is at most the m-th largest block maximum, which t
 each reach). ``torch.topk`` then runs over ``m * b`` candidates. The values are exact even under
 ties; rows with ties at the k-th value are resolved over the full row as above.
 
-NaN scores rank above everything (torch's convention); the evaluator rejects them.
+NaN scores rank above everything (torch's convention; the order among NaNs is unspecified); the
+evaluator rejects them.
 """
 
 from __future__ import annotations
@@ -32,16 +34,20 @@ def topk_deterministic(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     if k <= 0:
         empty = scores.new_empty((n_rows, 0))
         return empty, empty.long()
+    resolved = False  # rows resolved at the boundary come back in item order, not by value
     if k < n_items:
         values, indices = _topk_values(scores, k + 1)
         boundary = values[:, k] == values[:, k - 1]
         values, indices = values[:, :k], indices[:, :k]
-        if bool(boundary.any()):
+        resolved = bool(boundary.any())
+        if resolved:
             values, indices = values.clone(), indices.clone()
             rows = boundary.nonzero().squeeze(1)
             values[rows], indices[rows] = _resolve_boundary(scores[rows], values[rows, k - 1 : k], k)
     else:
         values, indices = torch.topk(scores, k, dim=1)
+    if not resolved and (k == 1 or not bool((values[:, 1:] == values[:, :-1]).any())):
+        return values, indices  # sorted by value with no ties: the order is already unique
     # Within the top-k, order equal values by item index: sort by index, then stable by value.
     by_index, order = torch.sort(indices, dim=1)
     values = torch.gather(values, 1, order)

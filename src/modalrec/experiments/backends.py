@@ -46,13 +46,15 @@ class LocalBackend:
         return records  # type: ignore[return-value]
 
 
-def make_backend(name: str, workers: int = 1, address: str | None = None) -> Backend:
+def make_backend(name: str, workers: int | None = 1, address: str | None = None, resources: Any = None) -> Backend:
+    """``workers`` None: one process locally, as many trials as the cluster's resources allow on Ray;
+    ``resources`` (the config's ``ResourcesConfig``) is what each Ray trial asks for."""
     if name == "local":
-        return LocalBackend(workers)
+        return LocalBackend(workers or 1)
     if name == "ray":
         from modalrec.experiments.ray_backend import RayBackend
 
-        return RayBackend(workers=workers, address=address)
+        return RayBackend(workers=workers, address=address, resources=resources)
     from modalrec.errors import ConfigError
 
     raise ConfigError(f"unknown backend {name!r}", hint="choose local or ray")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from modalrec.errors import ConfigError, ModelError
 from modalrec.features import offline_weights
-from modalrec.features.image import ImageExtractor, processor_config, load_image_processor
+from modalrec.features.image import ImageExtractor, load_image_processor, processor_config
 from modalrec.features.registry import (
     TEXT_OPTIONS,
     EncodedBatch,

@@ -21,6 +21,7 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from modalrec import io
 from modalrec.errors import ConfigError, FeatureError
 from modalrec.features.features import Features
 from modalrec.features.imputation import DEFAULT_IMPUTE, check_method, impute
-from modalrec.features.registry import Extractor
+from modalrec.features.registry import EncodedBatch, Extractor
 from modalrec.features.store import FeatureStore, check_name, safe_name
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,18 @@ class ExtractionResult:
     seconds: float
 
 
+BatchEncoder = Callable[[Extractor, list[Any], list[tuple[int, int]]], Iterable[tuple[int, int, EncodedBatch]]]
+"""Encodes ``values[start:end]`` for each range and yields ``(start, end, batch)`` in any order:
+``encode_locally``, or a distributed encoder (``modalrec.features.ray_extraction``)."""
+
+
+def encode_locally(extractor: Extractor, values: list[Any], ranges: list[tuple[int, int]]
+                   ) -> Iterator[tuple[int, int, EncodedBatch]]:
+    """The batches one after the other, in this process."""
+    for start, end in ranges:
+        yield start, end, extractor.encode(values[start:end])
+
+
 def inputs_digest(item_ids: np.ndarray, keys: list[str | None]) -> str:
     """sha256 over (item id, input key) pairs in item order; None (no content) hashes distinctly."""
     digest = hashlib.sha256()
@@ -73,7 +86,8 @@ def fingerprint_id(fingerprint: dict[str, Any]) -> str:
 
 
 def extract(dataset_dir: str | Path, extractor: Extractor, *, name: str | None = None, batch_size: int | None = None,
-            impute_method: str = DEFAULT_IMPUTE, force: bool = False, progress: bool = True) -> ExtractionResult:
+            impute_method: str = DEFAULT_IMPUTE, force: bool = False, progress: bool = True,
+            encode_batches: BatchEncoder | None = None) -> ExtractionResult:
     """Extract features for the data set folder ``dataset_dir`` into ``DIR/features/<name>``."""
     store = FeatureStore(dataset_dir)
     items_path = Path(dataset_dir) / "items.parquet"
@@ -82,12 +96,13 @@ def extract(dataset_dir: str | Path, extractor: Extractor, *, name: str | None =
                            hint="create the data set first (`modalrec data import` or `data synth`)")
     items = pd.read_parquet(items_path)
     return extract_items(store, items, extractor, name=name, batch_size=batch_size, impute_method=impute_method,
-                         force=force, progress=progress, base_dir=Path(dataset_dir))
+                         force=force, progress=progress, base_dir=Path(dataset_dir), encode_batches=encode_batches)
 
 
 def extract_items(store: FeatureStore, items: pd.DataFrame, extractor: Extractor, *, name: str | None = None,
                   batch_size: int | None = None, impute_method: str = DEFAULT_IMPUTE, force: bool = False,
-                  progress: bool = True, base_dir: Path | None = None) -> ExtractionResult:
+                  progress: bool = True, base_dir: Path | None = None,
+                  encode_batches: BatchEncoder | None = None) -> ExtractionResult:
     """Extract features for an items table (rows = item index) and save them in ``store``."""
 
     name = check_name(name or safe_name(extractor.name))
@@ -128,12 +143,12 @@ def extract_items(store: FeatureStore, items: pd.DataFrame, extractor: Extractor
     compute_started = time.perf_counter()
     with tqdm(total=len(todo), initial=resumed, desc=f"extract {name}", unit="item", disable=not progress,
               leave=False) as bar:
-        for start, end in _missing_ranges(covered, batch_size):
-            values = [inputs.values[i] for i in todo[start:end]]
-            batch = extractor.encode(values)
-            if batch.vectors.shape[0] != len(values):
+        todo_values = [inputs.values[i] for i in todo]
+        encoder = encode_batches or encode_locally
+        for start, end, batch in encoder(extractor, todo_values, _missing_ranges(covered, batch_size)):
+            if batch.vectors.shape[0] != end - start:
                 raise FeatureError(f"extractor {extractor.name!r} returned {batch.vectors.shape[0]} vectors "
-                                   f"for {len(values)} inputs")
+                                   f"for {end - start} inputs")
             bad = ~np.isfinite(batch.vectors).all(axis=1) & batch.ok
             if bad.any():
                 batch.ok[bad] = False
@@ -165,6 +180,7 @@ def extract_items(store: FeatureStore, items: pd.DataFrame, extractor: Extractor
     path = store.save(name, features, item_ids)
     features.manifest = store.manifest(name)
     shutil.rmtree(partial, ignore_errors=True)
+    _drop_stale_partials(store, name)
     _report(name, features.manifest)
     return ExtractionResult(name, path, features, False, computed, resumed, time.perf_counter() - started)
 
@@ -260,6 +276,18 @@ def _assemble(extractor: Extractor, values: list[Any], item_ids: np.ndarray, tod
         "failed_examples": [{"item_id": str(item_ids[r]), "error": errors[r]} for r in failed[:N_EXAMPLES]],
     }
     return Features(impute(matrix, ok, impute_method), ok, manifest)
+
+
+def _drop_stale_partials(store: FeatureStore, name: str) -> None:
+    """Chunks of an earlier, different extraction under the same name can never be used again."""
+    for folder in (store.root / PARTIAL).glob("*"):
+        try:
+            stale = io.read_json(folder / "fingerprint.json").get("name") == name
+        except (OSError, ValueError):
+            continue
+        if stale:
+            log.info("removing unfinished chunks of an older extraction of %s (%s)", name, folder.name)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _report(name: str, manifest: dict[str, Any]) -> None:

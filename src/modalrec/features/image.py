@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,16 @@ from modalrec.features.registry import (
 log = logging.getLogger(__name__)
 
 POOLINGS = ("pooler", "cls", "mean")
+
+
+DECODE_THREADS = min(4, os.cpu_count() or 1)
+
+
+def _decode(path: str) -> tuple[Any, str]:
+    try:
+        return load_rgb(path), ""
+    except FeatureError as error:
+        return None, str(error)
 
 
 class ImageExtractor(Extractor):
@@ -69,12 +80,14 @@ class ImageExtractor(Extractor):
 
     def encode(self, values: Sequence[Any]) -> EncodedBatch:
         images, ok, errors = [], np.zeros(len(values), dtype=bool), [""] * len(values)
-        for i, path in enumerate(values):
-            try:
-                images.append(load_rgb(path))
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:  # PIL decodes without the GIL
+            decoded = list(pool.map(_decode, values))
+        for i, (image, error) in enumerate(decoded):
+            if image is not None:
+                images.append(image)
                 ok[i] = True
-            except FeatureError as error:
-                errors[i] = str(error)
+            else:
+                errors[i] = error
                 log.warning("image skipped: %s", error)
         vectors = np.zeros((len(values), 0), dtype=np.float32)
         if images:

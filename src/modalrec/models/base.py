@@ -115,6 +115,7 @@ class Recommender(ABC):
             "n_users": self.n_users,
             "n_items": self.n_items,
             "feature_dims": self.feature_dims,
+            "feature_order": list(self.feature_dims),  # JSON keys are written sorted
             "history": self.history,
         })
         return path
@@ -133,7 +134,8 @@ class Recommender(ABC):
         model_cls = get_model(meta["model"]) if cls is Recommender else cls
         model = model_cls(model_cls.Params(**meta["params"]), seed=meta["seed"], device=device)
         model.n_users, model.n_items = meta["n_users"], meta["n_items"]
-        model.feature_dims = meta["feature_dims"]
+        dims = meta["feature_dims"]
+        model.feature_dims = {name: dims[name] for name in meta.get("feature_order", dims)}
         model.history = meta["history"]
         state = load_file(str(path / "state.safetensors"))
         indptr = state.pop("_seen.indptr").numpy()

@@ -57,7 +57,9 @@ class BPR(GradientRecommender):
         return module
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        u, i, j = self.module.user[users], self.module.item[pos], self.module.item[neg]
+        # index_select: its backward (index_add) is deterministic and fast on CPU, unlike ``[]``'s.
+        user, item = self.module.user, self.module.item
+        u, i, j = user.index_select(0, users), item.index_select(0, pos), item.index_select(0, neg)
         ranking = bpr_loss((u * i).sum(1), (u * j).sum(1))
         return ranking + self.params.reg_weight * embedding_penalty(self.params.reg_style, u, i, j)
 

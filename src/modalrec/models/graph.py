@@ -104,12 +104,17 @@ def knn_edges(
         sims[:, blocked] = -torch.inf
         if not include_self:
             sims[torch.arange(len(rows), device=x.device), rows] = -torch.inf
-        values, cols = torch.topk(sims, kk, dim=1)
+        # One more than needed: a row whose (k+1)-th value equals its k-th has a tie across the
+        # cut, where torch.topk picks arbitrarily; those rows are redone exactly below.
+        extra = min(kk + 1, n)
+        values, cols = torch.topk(sims, extra, dim=1)
+        crowded = torch.zeros(0, dtype=torch.long, device=x.device)
+        if extra > kk:
+            crowded = torch.nonzero(values[:, kk] == values[:, kk - 1]).flatten()
+            values, cols = values[:, :kk], cols[:, :kk]
         kth = values[:, -1:]
-        # torch.topk picks arbitrarily among equal values; where more than kk entries reach the k-th
-        # value, redo those rows exactly: everything above it, then the lowest-index ties.
-        crowded = torch.nonzero((sims >= kth).sum(dim=1) > kk).flatten()
         if len(crowded):
+            # everything above the k-th value, then the lowest-index ties
             sub, sub_kth = sims[crowded], kth[crowded]
             above = sub > sub_kth
             tied = sub == sub_kth

@@ -61,17 +61,39 @@ class LightGCN(GradientRecommender):
         ego = torch.cat([self.module.user, self.module.item])
         total, layer = ego, ego
         for _ in range(self.params.n_layers):
-            layer = self.adjacency @ layer
+            layer = symmetric_spmm(self.adjacency, layer)
             total = total + layer
         final = total / (self.params.n_layers + 1)
         return final[: self.n_users], final[self.n_users :]
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         user_emb, item_emb = self.propagate()
-        u, i, j = user_emb[users], item_emb[pos], item_emb[neg]
+        u, i, j = user_emb.index_select(0, users), item_emb.index_select(0, pos), item_emb.index_select(0, neg)
         ranking = bpr_loss((u * i).sum(1), (u * j).sum(1))
-        ego = (self.module.user[users], self.module.item[pos], self.module.item[neg])
+        user, item = self.module.user, self.module.item
+        ego = (user.index_select(0, users), item.index_select(0, pos), item.index_select(0, neg))
         return ranking + self.params.reg_weight * embedding_penalty(self.params.reg_style, *ego)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.propagate()
+
+
+class _SymmetricSpmm(torch.autograd.Function):
+    """``A @ X`` for a constant symmetric sparse ``A``: the gradient ``A^T G`` is ``A G``, so the
+    backward pass reuses ``A`` instead of transposing it on every call (torch's default)."""
+
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.matrix = matrix
+        return matrix @ dense
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+        return None, ctx.matrix @ grad
+
+
+def symmetric_spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``matrix @ dense`` for a symmetric sparse ``matrix`` that needs no gradient."""
+    if not dense.requires_grad or not torch.is_grad_enabled():
+        return matrix @ dense
+    return _SymmetricSpmm.apply(matrix, dense)

@@ -45,6 +45,9 @@ class TrainParams:
     MMRec's option, 0 by default: models regularise the batch's embeddings in their loss)."""
 
 
+SCORING_KEYS = ("scoring.user", "scoring.item")
+
+
 class GradientRecommender(Recommender):
     """A recommender whose parameters live in ``self.module`` and are fitted by ``Trainer``."""
 
@@ -58,6 +61,7 @@ class GradientRecommender(Recommender):
         self.callbacks: list[Callable[[dict[str, Any]], None]] = []
         """Called with each epoch's record (pruning, reporting); raising stops training."""
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._saved_embeddings: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
 
     # --- hooks for subclasses -------------------------------------------------------------------
     @abstractmethod
@@ -83,7 +87,7 @@ class GradientRecommender(Recommender):
     # --- Recommender plumbing --------------------------------------------------------------------
     def _build(self) -> None:
         self.module = self.build_module().to(self.device)
-        self._cache = None
+        self.invalidate()
 
     def _fit(self, train: Interactions, features: FeatureSet, valid: Interactions | None) -> None:
         from modalrec.training.trainer import Trainer
@@ -99,20 +103,42 @@ class GradientRecommender(Recommender):
     def invalidate(self) -> None:
         """Drop cached embeddings after parameters change."""
         self._cache = None
+        self._saved_embeddings = (None, None)
+
+    def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (user, item) embeddings behind ``score``, computed once per parameter state; after
+        ``load`` they are the saved ones, so scores match the saved model bit for bit even where
+        the propagation kernels are not deterministic (cuSPARSE, atomics on CUDA)."""
+        if self._cache is None:
+            saved = self._saved_embeddings
+            if saved[0] is not None and saved[1] is not None:
+                self._cache = (saved[0], saved[1])
+            else:
+                was_training = self.module.training
+                self.module.eval()
+                with torch.no_grad():
+                    user, item = self.embeddings()
+                self.module.train(was_training)
+                self._cache = (user if saved[0] is None else saved[0], item if saved[1] is None else saved[1])
+        return self._cache
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
-        if self._cache is None:
-            was_training = self.module.training
-            self.module.eval()
-            with torch.no_grad():
-                self._cache = self.embeddings()
-            self.module.train(was_training)
-        user_emb, item_emb = self._cache
+        user_emb, item_emb = self.scoring_embeddings()
         return user_emb[users] @ item_emb.T
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.module.state_dict())
+        """The module's tensors, plus the final embeddings where they are computed (not simply a
+        parameter), so that a loaded model scores exactly as the saved one."""
+        state = dict(self.module.state_dict())
+        aliases = {t.data_ptr() for t in state.values() if t.numel()}
+        for key, emb in zip(SCORING_KEYS, self.scoring_embeddings()):
+            if emb.data_ptr() not in aliases:
+                state[key] = emb.detach().clone()
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        saved = tuple(state.pop(key, None) for key in SCORING_KEYS)
         self.module.load_state_dict(state)
         self.invalidate()
+        self._saved_embeddings = tuple(None if t is None else t.to(self.device) for t in saved)  # type: ignore[assignment]

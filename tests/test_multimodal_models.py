@@ -1,0 +1,189 @@
+"""VBPR (both variants), LATTICE, FREEDOM and BM3: any number of modalities, determinism, exact
+save/load, and each model's own mechanics checked against formulas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import random_split
+
+from modalrec.errors import ConfigError, ModelError
+from modalrec.features.features import Features
+from modalrec.models.base import Recommender
+from modalrec.models.graph import knn_graph, symmetric_normalize
+from modalrec.models.registry import get_model
+
+MULTIMODAL = ["vbpr", "vbpr-mmrec", "lattice", "freedom", "bm3"]
+FAST = {"epochs": 2, "batch_size": 128, "knn_k": 5}
+
+
+def features(n_items: int, dims: dict[str, int], seed: int = 0) -> dict[str, Features]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, dim in dims.items():
+        mask = np.ones(n_items, dtype=bool)
+        mask[[1, 2]] = False
+        matrix = rng.random((n_items, dim), dtype=np.float32)
+        matrix[~mask] = 0
+        out[name] = Features(matrix, mask)
+    return out
+
+
+def make(name: str, seed: int = 0, **params) -> Recommender:
+    cls = get_model(name)
+    known = {f for f in cls.Params.__dataclass_fields__}
+    chosen = {k: v for k, v in {**FAST, **params}.items() if k in known}
+    return cls(cls.Params(**chosen), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return random_split(n_users=50, n_items=40, n=800)
+
+
+@pytest.mark.parametrize("name", MULTIMODAL)
+def test_zero_modalities_refused_with_clear_message(name: str, split) -> None:
+    with pytest.raises(ModelError, match="needs at least one feature modality"):
+        make(name).fit(split.train, {}, split.valid)
+
+
+@pytest.mark.parametrize("name", MULTIMODAL)
+def test_three_modalities_deterministic_and_exact_round_trip(name: str, split, tmp_path: Path) -> None:
+    feats = features(split.train.n_items, {"image": 9, "text": 5, "lvlm": 13})
+    a = make(name, seed=3).fit(split.train, feats, split.valid)
+    b = make(name, seed=3).fit(split.train, feats, split.valid)
+    c = make(name, seed=4).fit(split.train, feats, split.valid)
+    users = np.arange(split.train.n_users)
+    scores = a.score(users)
+    assert torch.isfinite(scores).all()
+    assert torch.equal(scores, b.score(users)), "same seed, same data: same scores"
+    assert not torch.equal(scores, c.score(users))
+    assert a.feature_dims == {"image": 9, "text": 5, "lvlm": 13}
+    projections = getattr(a.module, "projections", None)
+    if projections is not None:
+        assert [p.in_features for p in projections] == [9, 5, 13], "one projection per modality"
+
+    for f in feats.values():  # the model keeps its own copy of the features
+        f.matrix[:] = 0
+    assert torch.equal(a.score(users), scores)
+    a.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")  # no features needed to score
+    assert torch.equal(loaded.score(users), scores)
+
+
+@pytest.mark.parametrize("name", ["lattice", "freedom", "bm3"])
+def test_tuned_features_round_trip(name: str, split, tmp_path: Path) -> None:
+    feats = features(split.train.n_items, {"image": 6, "text": 4})
+    model = make(name, tune_features=True, reg_weight=0.1).fit(split.train, feats, split.valid)
+    m = model.module
+    assert not torch.equal(m.tuned_0, m.feat_0), "the features were fine-tuned"
+    torch.testing.assert_close(m.feat_0, torch.from_numpy(feats["image"].matrix))
+    model.save(tmp_path / "m")
+    users = np.arange(10)
+    assert torch.equal(Recommender.load(tmp_path / "m").score(users), model.score(users))
+
+
+def test_vbpr_scores_follow_the_paper_formula(split) -> None:
+    feats = features(split.train.n_items, {"image": 6, "text": 4})
+    model = make("vbpr", reg_e=0.01).fit(split.train, feats, split.valid)
+    m = model.module
+    f = torch.cat([torch.from_numpy(x.matrix) for x in feats.values()], dim=1).double()
+    expected = (m.beta_item.double()[None, :] + m.gamma_user.double() @ m.gamma_item.double().T
+                + m.theta_user.double() @ (f @ m.E.double()).T + (f @ m.beta_prime.double())[None, :])
+    torch.testing.assert_close(model.score(np.arange(split.train.n_users)).double(), expected, atol=1e-5, rtol=1e-5)
+    assert float(m.beta_prime.abs().sum()) > 0, "the visual bias is trained"
+
+
+def test_vbpr_mmrec_shapes_and_scores(split) -> None:
+    feats = features(split.train.n_items, {"image": 6, "text": 4})
+    model = make("vbpr-mmrec", embedding_size=8).fit(split.train, feats, split.valid)
+    m = model.module
+    assert m.user.shape == (split.train.n_users, 16) and m.item.shape == (split.train.n_items, 8)
+    f = torch.cat([torch.from_numpy(x.matrix) for x in feats.values()], dim=1)
+    items = torch.cat([m.item, m.linear(f)], dim=1)
+    torch.testing.assert_close(model.score(np.arange(5)), (m.user[:5] @ items.T).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_vbpr_loss_matches_scores(split) -> None:
+    """The training loss ranks with the very scores used at test time."""
+    feats = features(split.train.n_items, {"image": 6})
+    model = make("vbpr", reg_weight=0.0).fit(split.train, feats, split.valid)
+    users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8])
+    scores = model.score(users.numpy())
+    diff = scores[torch.arange(3), pos] - scores[torch.arange(3), neg]
+    expected = torch.nn.functional.softplus(-diff).mean()
+    torch.testing.assert_close(model.loss(users, pos, neg).detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bm3_ignores_negatives(split) -> None:
+    feats = features(split.train.n_items, {"image": 6, "text": 4})
+    model = make("bm3").fit(split.train, feats, split.valid)
+    users, pos = torch.tensor([0, 1, 2, 1]), torch.tensor([3, 4, 5, 4])
+    torch.manual_seed(0)
+    a = model.loss(users, pos, torch.tensor([6, 7, 8, 9]))
+    torch.manual_seed(0)
+    b = model.loss(users, pos, torch.tensor([10, 11, 12, 13]))
+    assert torch.equal(a, b)
+
+
+def test_freedom_prunes_each_epoch_and_scores_on_full_graph(split) -> None:
+    feats = features(split.train.n_items, {"image": 6, "text": 4})
+    model = make("freedom", dropout=0.8).fit(split.train, feats, split.valid)
+    keep = int(split.train.nnz * 0.2)
+    model.on_epoch_start(1)
+    first = model.train_adj.a.to_dense()
+    assert int((first != 0).sum()) == 2 * keep  # both directions of each kept edge
+    model.on_epoch_start(1)
+    assert torch.equal(model.train_adj.a.to_dense(), first), "an epoch's pruning is reproducible"
+    model.on_epoch_start(2)
+    assert not torch.equal(model.train_adj.a.to_dense(), first)
+    full = model.norm_adj.a.to_dense()
+    assert int((full != 0).sum()) == 2 * split.train.nnz
+    # item graph: 0.1 image + 0.9 text of 1/k-normalised kNN graphs; items without content empty
+    graph = model.item_graph().toarray()
+    np.testing.assert_allclose(graph.sum(axis=1)[3:], 1.0, rtol=1e-5)
+    assert (graph[[1, 2]] == 0).all() and (graph[:, [1, 2]] == 0).all()
+
+
+def test_freedom_modality_weights_checked(split) -> None:
+    feats = features(split.train.n_items, {"a": 6, "b": 4, "c": 3})
+    with pytest.raises(ConfigError, match="3 modalities"):
+        make("freedom", modality_weights=(0.5, 0.5)).fit(split.train, feats, split.valid)
+
+
+def test_freedom_alignment_loss_reaches_projections(split) -> None:
+    feats = features(split.train.n_items, {"image": 6, "text": 4})
+    model = make("freedom", reg_weight=0.1, epochs=1).fit(split.train, feats, split.valid)
+    model.module.zero_grad()
+    model.loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
+    assert all(p.weight.grad is not None and p.weight.grad.abs().sum() > 0 for p in model.module.projections)
+
+
+def test_lattice_learned_graph_rebuilt_once_per_epoch(split) -> None:
+    feats = features(split.train.n_items, {"image": 6, "text": 4})
+    model = make("lattice", epochs=1).fit(split.train, feats, split.valid)
+    m = model.module
+    batch = (torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))
+    model.on_epoch_start(2)
+    m.zero_grad()
+    model.loss(*batch).backward()
+    assert m.modal_weight.grad is not None and m.modal_weight.grad.abs().sum() > 0
+    assert m.projections[0].weight.grad.abs().sum() > 0, "first batch: gradient through the learned graph"
+    m.zero_grad()
+    model.loss(*batch).backward()
+    assert m.modal_weight.grad is None or m.modal_weight.grad.abs().sum() == 0, "later batches: graph detached"
+    assert m.item.grad.abs().sum() > 0
+
+
+def test_lattice_lambda_one_keeps_only_the_original_graph(split) -> None:
+    feats = features(split.train.n_items, {"image": 6})
+    model = make("lattice", lambda_coeff=1.0, epochs=1).fit(split.train, feats, split.valid)
+    with torch.no_grad():
+        rows, cols, values = model.item_edges()
+    n = split.train.n_items
+    dense = torch.zeros(n, n).index_put((rows, cols), values, accumulate=True).numpy()
+    expected = symmetric_normalize(knn_graph(feats["image"].matrix, 5, feats["image"].mask, weighted=True))
+    np.testing.assert_allclose(dense, expected.toarray(), atol=1e-6)
