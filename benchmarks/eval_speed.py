@@ -4,7 +4,9 @@ Scores are ``U[users] @ V.T`` for random factor matrices (d = 64 by default), so
 is ``2 * d * n_items`` flops per user. Each user has about ``--train`` masked training items and
 about ``--test`` held-out items. The evaluator's batch size comes from ``memory_mb``; the figures
 printed are the total time, the time inside the scorer and the rest (masking, top-k, metrics),
-users/s, achieved GFLOP/s and the peak resident memory of the evaluation.
+users/s, achieved GFLOP/s and the peak resident memory of the evaluation, plus the CPU time
+(user + sys) and users per CPU-second: on a shared, loaded machine wall time mostly measures the
+neighbours, and ``--threads 1`` with users per CPU-second is the steadier comparison.
 
     .venv/bin/python benchmarks/eval_speed.py                          # 100,000 users x 50,000 items
     .venv/bin/python benchmarks/eval_speed.py --users 20000 --items 10000   # quick run
@@ -109,12 +111,16 @@ def main() -> int:
     evaluator = Evaluator(cutoffs=args.cutoffs, batch_size=args.batch_size, device=args.device, **kwargs)
     rss_before = current_rss_mb()
     reset = reset_peak_rss()
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
     result = evaluator.run(score, test, [train], popularity=train)
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
     if device.type == "cuda":
         torch.cuda.synchronize()
     peak = peak_rss_mb()
 
     n_eval = len(result.users)
+    user_s = usage_after.ru_utime - usage_before.ru_utime
+    sys_s = usage_after.ru_stime - usage_before.ru_stime
     gflop = 2.0 * args.dim * args.items * n_eval / 1e9
     figures = {
         "users": args.users,
@@ -125,13 +131,16 @@ def main() -> int:
         "test_nnz": test.nnz,
         "threads": torch.get_num_threads(),
         "device": args.device,
-        "batch_size": getattr(evaluator, "last_batch_size", args.batch_size),
+        "batch_size": evaluator.batch_users(args.items) if hasattr(evaluator, "batch_users") else args.batch_size,
         "memory_mb": evaluator.memory_mb,
         "setup_s": round(setup_s, 2),
         "total_s": round(result.seconds, 2),
         "scoring_s": round(scoring_s, 2),
         "topk_metrics_s": round(result.seconds - scoring_s, 2),
+        "cpu_user_s": round(user_s, 2),
+        "cpu_sys_s": round(sys_s, 2),
         "users_per_s": round(n_eval / result.seconds, 1),
+        "users_per_cpu_s": round(n_eval / (user_s + sys_s), 1),
         "gflops_overall": round(gflop / result.seconds, 2),
         "gflops_scoring": round(gflop / scoring_s, 2) if scoring_s else None,
         "rss_before_mb": round(rss_before, 1),

@@ -118,34 +118,44 @@ def ml100k_data() -> tuple[Split, FeatureSet]:
 
 
 def synthetic_data(cache: Path, n_users: int, n_items: int) -> tuple[Split, FeatureSet]:
-    """The world (content_weight 0.8) with EfficientNet-Lite0 and MiniLM features, cached in ``cache``."""
-    from modalrec.data.sources.synthetic import SyntheticConfig, generate
+    """The world (content_weight 0.8) with EfficientNet-Lite0 and MiniLM features of its pictures
+    and texts, extracted once into ``cache`` (later calls draw the same world without pictures)."""
+    from modalrec.data.sources.synthetic import SyntheticConfig, generate, simulate
     from modalrec.data.splitting import random_split
-    from modalrec.features.registry import get_extractor
 
     config = SyntheticConfig(n_users=n_users, n_items=n_items, content_weight=0.8, seed=0)
     cache.mkdir(parents=True, exist_ok=True)
     files = {m: cache / f"{m}_{n_users}x{n_items}.npy" for m in ("image", "text", "mask_image", "mask_text")}
-    with tempfile.TemporaryDirectory() as tmp:
-        dataset = generate(config, Path(tmp) / "images")
-        if not all(f.exists() for f in files.values()):
+    if all(f.exists() for f in files.values()):
+        dataset = simulate(config)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            dataset = generate(config, Path(tmp) / "images")
             for modality, name in (("image", "efficientnet-lite0"), ("text", "minilm")):
-                extractor = get_extractor(name)
-                inputs = extractor.inputs(dataset.items, Path(tmp))
-                present = [i for i, v in enumerate(inputs.values) if v is not None]
-                matrix = np.zeros((dataset.n_items, extractor.dim), dtype=np.float32)
-                mask = np.zeros(dataset.n_items, dtype=bool)
-                for lo in range(0, len(present), 64):
-                    rows = present[lo : lo + 64]
-                    batch = extractor.encode([inputs.values[i] for i in rows])
-                    matrix[np.asarray(rows)[batch.ok]] = batch.vectors[batch.ok]
-                    mask[np.asarray(rows)[batch.ok]] = True
+                matrix, mask = extract(name, dataset.items, Path(tmp))
                 np.save(files[modality], matrix)
                 np.save(files[f"mask_{modality}"], mask)
-                log.info("extracted %s: %s, %d of %d items", name, matrix.shape, mask.sum(), len(mask))
     split = random_split(dataset.interactions, (0.8, 0.1, 0.1), seed=0)
     features = {m: Features(np.load(files[m]), np.load(files[f"mask_{m}"])) for m in ("image", "text")}
     return split, features
+
+
+def extract(name: str, items, base_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One extractor over an items table: ``(matrix, mask)``, zero rows where content is missing."""
+    from modalrec.features.registry import get_extractor
+
+    extractor = get_extractor(name)
+    inputs = extractor.inputs(items, base_dir)
+    present = np.array([i for i, v in enumerate(inputs.values) if v is not None], dtype=np.int64)
+    matrix = np.zeros((len(items), extractor.dim), dtype=np.float32)
+    mask = np.zeros(len(items), dtype=bool)
+    for lo in range(0, len(present), 64):
+        rows = present[lo : lo + 64]
+        batch = extractor.encode([inputs.values[i] for i in rows])
+        matrix[rows[batch.ok]] = batch.vectors[batch.ok]
+        mask[rows[batch.ok]] = True
+    log.info("extracted %s: %s, %d of %d items with content", name, matrix.shape, mask.sum(), len(mask))
+    return matrix, mask
 
 
 # --- running ---------------------------------------------------------------------------------------
@@ -205,8 +215,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each")
     parser.add_argument("--only", default="", help="comma-separated run keys or model names")
     parser.add_argument("--out", default=None, help="JSON-lines results (default runs/multimodal_quality/DATA.jsonl)")
-    parser.add_argument("--users", type=int, default=3000, help="synthetic: users")
-    parser.add_argument("--items", type=int, default=2000, help="synthetic: items")
+    parser.add_argument("--users", type=int, default=2000, help="synthetic: users")
+    parser.add_argument("--items", type=int, default=1000, help="synthetic: items")
     parser.add_argument("--cache", default="runs/multimodal_quality/features", help="synthetic: feature cache")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -222,9 +232,16 @@ def main() -> int:
         load_data(args.data, options)
     log.info("%d runs, %d already done; %d jobs; load average %.1f", len(runs), len(runs) - len(todo),
              args.jobs, os.getloadavg()[0])
-    # Slowest first, so parallel runs finish together.
+    # The headline rows first (baselines, all modalities), then single modalities, then the
+    # reproductions of MMRec's inputs; within each, slowest first so parallel runs end together.
     order = {"lattice": 0, "freedom": 1, "bm3": 2, "vbpr": 3, "vbpr-mmrec": 3, "lightgcn": 4, "bpr": 5}
-    todo.sort(key=lambda r: order.get(r.model, 9))
+
+    def priority(run: Run) -> tuple[int, int]:
+        tier = 2 if run.variant == "meanfill" or run.params.get("tune_features") else \
+            1 if len(run.modalities) == 1 else 0
+        return tier, order.get(run.model, 9)
+
+    todo.sort(key=priority)
     tasks = [(args.data, r, options) for r in todo]
     context = mp.get_context("spawn")
     with context.Pool(max(1, args.jobs), maxtasksperchild=1) as pool:

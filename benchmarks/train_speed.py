@@ -54,6 +54,16 @@ ROWS = [
     Row("LightGCN (3 layers)", "lightgcn", COMMON | {"n_layers": 3}),
     # Multimodal rows go here, e.g.
     # Row("VBPR", "vbpr", COMMON, needs_features=True, reference={"ml100k": (0.80, 0.17)}),
+    # Multimodal models with the reference hyperparameters (the MMRec reference VBPR is its variant).
+    Row("VBPR (paper)", "vbpr", COMMON, needs_features=True),
+    Row("VBPR (MMRec variant)", "vbpr-mmrec", COMMON | {"reg_weight": 2.0}, needs_features=True,
+        reference={"ml100k": (0.80, 0.17)}),
+    Row("FREEDOM", "freedom", COMMON | {"dropout": 0.8, "reg_weight": 0.0}, needs_features=True,
+        reference={"ml100k": (2.48, 0.17)}),
+    Row("LATTICE", "lattice", COMMON | {"reg_weight": 0.0}, needs_features=True,
+        reference={"ml100k": (2.94, 0.42)}),
+    Row("BM3", "bm3", COMMON | {"reg_weight": 0.1, "dropout": 0.3}, needs_features=True,
+        reference={"ml100k": (2.13, 0.15)}),
 ]
 
 

@@ -329,3 +329,19 @@ def test_accepts_other_dtypes_and_devices_of_scores():
     a = Evaluator(cutoffs=[5]).run(lambda u: scores[u], split.test, [split.train], split.train)
     b = Evaluator(cutoffs=[5]).run(lambda u: scores[u].float(), split.test, [split.train], split.train)
     assert a.metrics == b.metrics
+
+
+def test_ranking_metrics_dict_matches_the_table():
+    from modalrec.evaluation.metrics import ranking_metric_table, ranking_metrics
+
+    gains = torch.tensor([[0.0, 3.0, 1.0], [1.0, 0.0, 0.0]])
+    ideal = torch.tensor([[3.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    n_rel = torch.tensor([2, 2])
+    by_name = ranking_metrics(gains, n_rel, ideal, [1, 3])
+    table = ranking_metric_table(gains, n_rel, ideal, [1, 3])
+    assert by_name["ndcg@3"].tolist() == pytest.approx([(3 / math.log2(3) + 1 / 2) / (3 + 1 / math.log2(3)),
+                                                        1 / (1 + 1 / math.log2(3))])
+    assert by_name["mrr@1"].tolist() == [0.0, 1.0]
+    for i, name in enumerate(RANKING_METRICS):
+        for j, k in enumerate([1, 3]):
+            assert torch.equal(by_name[f"{name}@{k}"], table[:, i, j])

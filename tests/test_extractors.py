@@ -528,6 +528,35 @@ def test_clip_towers_share_one_space(tiny_models, small_images, kind):
     assert fingerprint["preprocessing"]["padding"] == ("max_length" if kind == "siglip" else "longest")
 
 
+def test_any_sentence_transformers_folder_with_truncation(tmp_path):
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel
+
+    try:
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import models
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, pad_token_id=0)).save_pretrained(tmp_path / "bert")
+    _tokenizer().save_pretrained(tmp_path / "bert")
+    parts = [models.Transformer(str(tmp_path / "bert"), max_seq_length=24), models.Pooling(16, pooling_mode="mean")]
+    SentenceTransformer(modules=parts).save(str(tmp_path / "st"))
+    extractor = get_extractor(f"st:{tmp_path / 'st'}")
+    vectors = extractor.encode(["a the red blue", "a the"]).vectors
+    assert extractor.dim == 16 and not np.allclose(vectors[0], vectors[1])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)
+    # four tokens with [BOS] and [EOS]: the long text is cut to the short one
+    truncated = get_extractor(f"st:{tmp_path / 'st'}", ExtractorOptions(max_tokens=4)).encode(["a the red blue"])
+    np.testing.assert_allclose(truncated.vectors[0], vectors[1], atol=1e-6)
+    before = extractor.fingerprint()
+    assert before["preprocessing"]["max_tokens"] is None and len(before["weights_sha256"]) == 64
+    (tmp_path / "st" / "tokenizer_config.json").write_text((tmp_path / "st" / "tokenizer_config.json").read_text() + " ")
+    assert get_extractor(f"st:{tmp_path / 'st'}").fingerprint()["config_sha256"] != before["config_sha256"]
+
+
 def test_clip_extraction_through_the_loop(tiny_models, small_images, tmp_path):
     items = pd.DataFrame({"item_id": ["x", "y", "z"], "title": ["red shirt", None, "war movie"],
                           "image_path": small_images})

@@ -12,6 +12,15 @@ from modalrec.errors import ConfigError
 from modalrec.models.lightgcn import LightGCN, LightGCNParams
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny data: a second torch thread only adds synchronisation overhead."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_train() -> Interactions:
     rng = np.random.default_rng(0)
     dense = rng.random((12, 9)) < 0.3

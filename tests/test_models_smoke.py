@@ -29,6 +29,15 @@ MODELS = registry.model_names()
 MODALITIES = {"image": 12, "text": 7}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny data: a second torch thread only adds synchronisation overhead."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def smoke_params(cls: type[Recommender]) -> object:
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     overrides: dict[str, object] = {}

@@ -336,7 +336,32 @@ def test_ray_extraction_gives_up_after_its_retries(ray_session, tmp_path):
     with pytest.raises(FeatureError, match="a batch failed on Ray after 1 retries") as failure:
         extract_ray(tmp_path / "data", Broken(str(markers)), workers=1, factory=functools.partial(Broken, str(markers)),
                     batch_size=4, max_retries=1, progress=False)
-    assert "always broken" in str(failure.value) and "rerun" in str(failure.value)
+    message = str(failure.value)
+    assert "RuntimeError: always broken" in message and "rerun" in message and "\n" not in message
     assert len(list(markers.glob("broken-*"))) == 2  # one try and one retry, in the actor
     chunks = list((tmp_path / "data" / "features" / PARTIAL).glob("*/chunk-*.npz"))
     assert all(not c.name.startswith("chunk-000000000-") for c in chunks)  # the broken batch never landed
+
+
+@pytest.mark.slow
+def test_describe_run_on_ray_equals_local(ray_session, tmp_path, one_thread):
+    from modalrec.cli.main import main
+    from modalrec.features.descriptions import load_descriptions
+    from test_lvlm import build_qwen, make_dataset  # the tiny random Qwen2-VL of the LVLM tests
+
+    model = str(build_qwen(tmp_path / "qwen"))
+    command = ["--model", model, "--prompt", "baby", "--pooling", "eos,mean_all", "--batch-size", "2",
+               "--max-new-tokens", "6", "--name", "q"]
+    local, distributed = make_dataset(tmp_path / "local"), make_dataset(tmp_path / "ray")
+    assert main(["describe", "run", str(local), *command]) == 0
+    assert main(["describe", "run", str(distributed), *command, "--backend", "ray", "--workers", "2"]) == 0
+
+    table, manifest = load_descriptions(local, "q")
+    ray_table, ray_manifest = load_descriptions(distributed, "q")
+    pd.testing.assert_frame_equal(ray_table, table)
+    assert ray_manifest["identity"] == manifest["identity"] and ray_manifest["computed_items"] == 6
+    assert ray_manifest["model_info"]["model_class"] == manifest["model_info"]["model_class"]
+    for pooling in ("eos", "mean_all"):
+        mine, theirs = FeatureStore(distributed).folder(f"lvlm-q-{pooling}"), FeatureStore(local).folder(f"lvlm-q-{pooling}")
+        for file in ("matrix.npy", "mask.npy"):
+            assert (mine / file).read_bytes() == (theirs / file).read_bytes(), (pooling, file)

@@ -25,6 +25,16 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: a second thread only adds synchronisation (and bit-for-bit comparisons hold
+    for a fixed thread count either way)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def structured_split(seed: int = 0, n_users: int = 120, n_items: int = 90, groups: int = 5) -> Split:
     """Users mostly interact with items of their own group, so BPR keeps improving for a couple of
     dozen epochs and then plateaus: early stopping and resuming have something to do."""
@@ -84,6 +94,13 @@ def test_validation_every_n_epochs_and_at_the_last() -> None:
     validated = [r["epoch"] for r in model.history if "recall@10" in r]
     assert validated == [3, 6, 7]
     assert [r["epoch"] for r in model.history] == list(range(1, 8))
+
+
+def test_learning_rate_schedule() -> None:
+    split = random_split()
+    model = bpr(epochs=4, lr=0.02, lr_decay=0.5, lr_decay_epochs=2).fit(split.train)
+    expected = [0.02 * 0.5 ** (e / 2) for e in range(4)]  # lr at epoch e (0-based), MMRec's rule
+    assert [r["lr"] for r in model.history] == pytest.approx(expected)
 
 
 def test_other_metric_and_no_validation() -> None:

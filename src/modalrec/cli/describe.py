@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from modalrec.cli.format import print_table, split_list
@@ -36,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--attn", help="attention implementation (eager, sdpa, flash_attention_2)")
     run.add_argument("--name", help="descriptions name (default: <model>-<prompt>)")
     run.add_argument("--overwrite", action="store_true", help="discard earlier results under this name")
+    run.add_argument("--backend", choices=["local", "ray"], default="local",
+                     help="ray: a pool of Ray actors, one model each (one GPU each with --device cuda)")
+    run.add_argument("--address", help="Ray cluster address, e.g. auto (default: start a local Ray)")
+    run.add_argument("--workers", type=int, help="Ray actors (default: as many as the cluster fits)")
     run.set_defaults(func=_run)
 
     imp = commands.add_parser("import", help="import LVLM outputs from a CSV (Image Name,Keywords or asin,result)")
@@ -90,16 +95,26 @@ def _run(args: argparse.Namespace) -> int:
     common = dict(device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                   settings=settings, attn_implementation=args.attn)
     if args.text_only:
-        from modalrec.features.llm_text import load_text_llm
+        from modalrec.features.llm_text import TextLLMExtractor, load_text_llm
 
-        generator = load_text_llm(args.model, **common)
+        loader, route = functools.partial(load_text_llm, args.model, **common), TextLLMExtractor.route
     else:
         if args.hint_field:
             from modalrec.errors import ConfigError
 
             raise ConfigError("--hint-field is for the text-only route", where="--hint-field",
                               hint="add --text-only, or drop --hint-field")
-        generator = load_lvlm(args.model, max_image_side=args.max_image_side, **common)
+        from modalrec.features.lvlm import LVLMExtractor
+
+        loader = functools.partial(load_lvlm, args.model, max_image_side=args.max_image_side, **common)
+        route = LVLMExtractor.route
+    if args.backend == "ray":
+        from modalrec.features.ray_extraction import RayGenerator
+
+        generator = RayGenerator(loader, route=route, model_id=args.model, dtype=args.dtype, workers=args.workers,
+                                 address=args.address, gpus_per_worker=1.0 if args.device.startswith("cuda") else 0.0)
+    else:
+        generator = loader()
     result = run_descriptions(args.dataset, generator, prompt, name=args.name, poolings=split_list(args.pooling),
                               layer=args.layer, batch_size=args.batch_size, hint_field=args.hint_field,
                               overwrite=args.overwrite)

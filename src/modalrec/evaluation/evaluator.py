@@ -2,6 +2,12 @@
 
 Users without a relevant held-out item are skipped and counted. Per-user values are kept for
 significance tests. Ties in scores follow ``ranking.topk_deterministic`` (lower item index first).
+
+Lean by design, since scoring (a matrix product) should be the only real cost: the mask and gain
+matrices become index tensors once per run, and a batch gathers its users' entries with a few
+vectorised operations; no dense (batch, n_items) gains matrix is built: the gains of the top-k
+items are looked up by binary search among the batch's sorted (row, item) keys, and the ideal DCG
+comes from the users' own gains; the masked copy of the scores lives in one buffer for the run.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ class Evaluator:
     ) -> None:
         if not cutoffs or min(cutoffs) < 1:
             raise ConfigError(f"cutoffs must be positive integers, got {list(cutoffs)}")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        if memory_mb < 1:
+            raise ConfigError(f"memory_mb must be positive, got {memory_mb}")
         if graded and relevance_threshold is None:
             raise ConfigError("graded gains need a relevance threshold", hint="pass --relevance-threshold 4")
         self.cutoffs = sorted({int(k) for k in cutoffs})
@@ -111,6 +121,7 @@ class Evaluator:
             batch = min(batch, CPU_BATCH_BYTES // (4 * n_items))
         return max(1, batch)
 
+    @torch.no_grad()
     def run(
         self,
         score: ScoreFn,
@@ -119,13 +130,16 @@ class Evaluator:
         popularity: Interactions | None = None,
     ) -> EvaluationResult:
         """Rank every item for each user with a relevant item in ``target``; items in ``exclude``
-        are masked. ``popularity`` (usually train) gives the item counts behind novelty."""
+        are masked. ``popularity`` (usually train) gives the item counts behind novelty.
+
+        ``n_skipped`` counts users who hold items out but none relevant (all below the threshold);
+        users who hold nothing out are neither evaluated nor counted."""
         start = time.perf_counter()
         n_users, n_items = target.n_users, target.n_items
-        for part in exclude:
+        for part in [*exclude, *([popularity] if popularity is not None else [])]:
             if (part.n_users, part.n_items) != (n_users, n_items):
-                raise ConfigError(f"masked interactions have shape ({part.n_users}, {part.n_items}), "
-                                  f"the target ({n_users}, {n_items})")
+                raise ConfigError(f"masked or popularity interactions have shape ({part.n_users}, "
+                                  f"{part.n_items}), the target ({n_users}, {n_items})")
         dev = self.device
         gains_csr = self.relevance(target)
         n_relevant = np.diff(gains_csr.indptr)
@@ -201,8 +215,9 @@ class _CsrRows:
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None,
                  device: torch.device) -> None:
+        # int32 columns, as Interactions stores them: on CPU the arrays are shared, not copied.
         self.indptr = torch.as_tensor(np.asarray(indptr, dtype=np.int64), device=device)
-        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=device)
+        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int32), device=device)
         self.data = None if data is None else torch.as_tensor(np.asarray(data, dtype=np.float32), device=device)
 
     def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

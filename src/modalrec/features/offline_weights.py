@@ -89,6 +89,18 @@ def weights_sha256(folder: str | Path) -> str | None:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
+def config_sha256(folder: str | Path) -> str:
+    """One hash over a model folder's small config files (``*.json``, ``*.txt``, ``*.model``):
+    tokenizer, pooling, truncation and preprocessing settings change the vectors as much as weights."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in ("*.json", "*.txt", "*.model") for p in folder.rglob(pattern)):
+        if path.is_file() and path.stat().st_size < 20_000_000 and not path.name.startswith("."):
+            digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _recorded_sha256(path: Path) -> str | None:
     """The digest an assembly recorded for ``path``, if the file is unchanged since (size, mtime):
     hashing 440 MB on every cache check would cost seconds for nothing."""

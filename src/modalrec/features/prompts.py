@@ -97,6 +97,9 @@ class PromptSpec(BaseModel):
         instruction = self.instruction.replace("{source}", _SOURCE_WORDS[source])
         instruction = instruction.replace("{slots}", ", ".join(self.slots))
         lines = [instruction.strip()]
+        if hints:
+            lines.append("The visual hints list what an image classifier recognised in the item's photo; "
+                         "they may be wrong.")
         if self.kind == "slots":
             lines += ["", "Answer on one line, in exactly this form and nothing else:", self.answer_format(),
                       "", "Example answer:", self.example_answer()]

@@ -22,7 +22,7 @@ import contextlib
 import functools
 import logging
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,39 +40,90 @@ MAX_BLOCKS = 4096
 """Batches per Ray Data block stay 1 up to this many batches (finer retries and progress)."""
 
 
-class EncodeActor:
-    """An actor of the pool: builds its extractor once, then encodes one batch per call.
+class BatchActor:
+    """An actor of the pool: builds its model once (``factory()``), then runs one batch per call.
 
-    Rows carry pickled inputs and results (the inputs may be any Python objects: texts, image
-    paths, prompt records), so Ray Data never has to guess a column type.
+    Rows carry a pickled payload and come back with a pickled result (payloads may be any Python
+    objects: texts, image paths, prompt records), so Ray Data never has to guess a column type.
+    An exception other than a ``ModalrecError`` (bad input, missing weights) is retried here up to
+    ``retries`` times; a dead actor is restarted and its batch re-run by Ray Data.
     """
 
-    def __init__(self, factory: ExtractorFactory, threads: int | None = None, retries: int = 3) -> None:
+    def __init__(self, factory: Callable[[], Any], call: Callable[[Any, Any], Any], threads: int | None = None,
+                 retries: int = 3) -> None:
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        self.extractor = factory()
+        self.model = factory()
+        self.call = call
         self.retries = retries
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        payloads = []
-        for start, blob in zip(batch["start"], batch["values"]):
-            encoded = self._encode(int(start), pickle.loads(blob))
-            payloads.append(pickle.dumps((encoded.vectors, encoded.ok, list(encoded.errors))))
-        return {"start": batch["start"], "end": batch["end"], "payload": np.array(payloads, dtype=object)}
+        results = [pickle.dumps(self._run(int(index), pickle.loads(blob)))
+                   for index, blob in zip(batch["index"], batch["payload"])]
+        return {"index": batch["index"], "result": np.array(results, dtype=object)}
 
-    def _encode(self, start: int, values: list[Any]) -> EncodedBatch:
+    def _run(self, index: int, payload: Any) -> Any:
         for attempt in range(self.retries + 1):
             try:
-                return self.extractor.encode(values)
+                return self.call(self.model, payload)
             except ModalrecError:
                 raise  # bad input or missing weights: another try cannot help
             except Exception as error:
                 if attempt == self.retries:
                     raise
-                log.warning("batch at %d failed (%s); retry %d of %d", start, error, attempt + 1, self.retries)
+                log.warning("batch %d failed (%s); retry %d of %d", index, error, attempt + 1, self.retries)
         raise AssertionError("unreachable")
+
+
+def map_on_actors(factory: Callable[[], Any], call: Callable[[Any, Any], Any], payloads: Sequence[Any], *,
+                  workers: int | None = None, address: str | None = None, cpus_per_worker: float = 1.0,
+                  gpus_per_worker: float = 0.0, max_retries: int = 3) -> Iterator[tuple[int, Any]]:
+    """``(index, call(model, payloads[index]))`` for every payload, in completion order, computed by
+    a pool of ``workers`` actors that each build ``model = factory()`` once (Ray Data
+    ``map_batches`` with an ``ActorPoolStrategy``; one payload per batch, so batch composition is
+    exactly the caller's). ``workers`` None: as many actors as the cluster has room for. Both
+    ``factory`` and ``call`` must be picklable (module-level functions or ``functools.partial``).
+    """
+    if not payloads:
+        return
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}", where="--workers")
+    if cpus_per_worker <= 0 or gpus_per_worker < 0 or max_retries < 0:
+        raise ConfigError("cpus_per_worker must be positive, gpus_per_worker and max_retries non-negative")
+    local_cpus = None if workers is None else max(1, round(workers * cpus_per_worker))
+    ray = connect(address, num_cpus=local_cpus)
+    size = min(workers or _room(cpus_per_worker, gpus_per_worker), len(payloads))
+    log.info("running %d batches on %d Ray actor(s) (%s CPU, %s GPU each)", len(payloads), size,
+             cpus_per_worker, gpus_per_worker)
+    rows = [{"index": n, "payload": pickle.dumps(payload)} for n, payload in enumerate(payloads)]
+    with _quiet_progress(ray):
+        dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
+        results = dataset.map_batches(
+            BatchActor, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size),
+            fn_constructor_kwargs={"factory": factory, "call": call, "threads": max(1, int(cpus_per_worker)),
+                                   "retries": max_retries},
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
+        )
+        try:
+            for row in results.iter_rows():
+                yield int(row["index"]), pickle.loads(row["result"])
+        except ray.exceptions.RayError as error:
+            raise _failure(error, f"a batch failed on Ray after {max_retries} retries") from None
+
+
+def _room(cpus: float, gpus: float) -> int:
+    resources = cluster_resources()
+    if gpus > 0:
+        return max(1, int(resources.get("GPU", 0) // gpus))
+    return max(1, int(resources.get("CPU", 1) // cpus))
+
+
+def encode_batch(extractor: Extractor, values: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """What an actor does with one extraction batch (plain arrays travel back to the driver)."""
+    encoded = extractor.encode(values)
+    return encoded.vectors, encoded.ok, list(encoded.errors)
 
 
 def registry_factory(extractor: Extractor) -> ExtractorFactory:
@@ -88,7 +139,7 @@ def registry_factory(extractor: Extractor) -> ExtractorFactory:
 
 
 class RayBatchEncoder:
-    """A ``BatchEncoder`` that encodes batches on an actor pool of ``workers`` actors.
+    """A ``BatchEncoder`` (see ``extraction.extract``) that encodes on an actor pool of ``workers``.
 
     ``workers`` None: as many actors as the cluster has room for (GPUs when each actor takes a
     GPU, else CPUs). Each actor asks for ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs
@@ -101,8 +152,6 @@ class RayBatchEncoder:
                  gpus_per_worker: float | None = None, max_retries: int = 3) -> None:
         if workers is not None and workers < 1:
             raise ConfigError(f"workers must be at least 1, got {workers}", where="--workers")
-        if cpus_per_worker <= 0 or (gpus_per_worker is not None and gpus_per_worker < 0) or max_retries < 0:
-            raise ConfigError("cpus_per_worker must be positive, gpus_per_worker and max_retries non-negative")
         self.workers = workers
         self.address = address
         self.factory = factory
@@ -118,37 +167,68 @@ class RayBatchEncoder:
         gpus = self.gpus
         if gpus is None:
             gpus = 1.0 if str(extractor.options.device).startswith("cuda") else 0.0
-        local_cpus = None if self.workers is None else max(1, round(self.workers * self.cpus))
-        ray = connect(self.address, num_cpus=local_cpus)
-        size = min(self.workers or self._room(gpus), len(ranges))
-        log.info("encoding %d batches on %d Ray actor(s) (%s CPU, %s GPU each)", len(ranges), size, self.cpus, gpus)
-        rows = [{"start": start, "end": end, "values": pickle.dumps(values[start:end])} for start, end in ranges]
-        with _quiet_progress(ray):
-            dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
-            encoded = dataset.map_batches(
-                EncodeActor, batch_size=1, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=size),
-                fn_constructor_kwargs={"factory": factory, "threads": max(1, int(self.cpus)),
-                                       "retries": self.max_retries},
-                num_cpus=self.cpus, num_gpus=gpus,
-            )
-            try:
-                for row in encoded.iter_rows():
-                    vectors, ok, errors = pickle.loads(row["payload"])
-                    yield int(row["start"]), int(row["end"]), EncodedBatch(vectors, ok, errors)
-            except ray.exceptions.RayError as error:
-                raise _failure(error, self.max_retries) from None
+        results = map_on_actors(factory, encode_batch, [values[start:end] for start, end in ranges],
+                                workers=self.workers, address=self.address, cpus_per_worker=self.cpus,
+                                gpus_per_worker=gpus, max_retries=self.max_retries)
+        for index, (vectors, ok, errors) in results:
+            start, end = ranges[index]
+            yield start, end, EncodedBatch(vectors, ok, errors)
 
-    def _room(self, gpus: float) -> int:
-        resources = cluster_resources()
-        if gpus > 0:
-            return max(1, int(resources.get("GPU", 0) // gpus))
-        return max(1, int(resources.get("CPU", 1) // self.cpus))
+
+def run_generator_batch(generator: Any, items: list[Any], poolings: tuple[str, ...], layer: int) -> Any:
+    """What an actor does with one ``describe run`` batch: generate and pool (a ``BatchResult``)."""
+    return generator.run(items, poolings, layer)
+
+
+def generator_info(loader: Callable[[], Any]) -> dict[str, Any]:
+    """The loaded generator's ``describe()`` (run as a Ray task, where the GPUs are)."""
+    return loader().describe()
+
+
+class RayGenerator:
+    """Stands in for a loaded ``GenerativeEmbedder`` in ``descriptions.run_descriptions``: the model
+    is loaded only by the actors of a pool (``loader()`` once per actor, ``gpus_per_worker`` GPUs
+    each), never on the driver. ``run_batches`` runs the same batches as a local run would;
+    ``describe()`` loads the model once in a Ray task for the manifest.
+
+    ``loader`` is a picklable ``functools.partial`` of ``load_lvlm`` or ``load_text_llm``;
+    ``route``, ``model_id`` and ``dtype`` are what ``run_descriptions`` reads before the run.
+    """
+
+    def __init__(self, loader: Callable[[], Any], *, route: str, model_id: str, dtype: str,
+                 workers: int | None = None, address: str | None = None, cpus_per_worker: float = 1.0,
+                 gpus_per_worker: float = 0.0, max_retries: int = 3) -> None:
+        self.loader = loader
+        self.route = route
+        self.model_id = model_id
+        self.dtype = dtype
+        self.options = {"workers": workers, "address": address, "cpus_per_worker": cpus_per_worker,
+                        "gpus_per_worker": gpus_per_worker, "max_retries": max_retries}
+        self._info: dict[str, Any] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        if self._info is None:
+            local_cpus = None if self.options["workers"] is None else max(
+                1, round(self.options["workers"] * self.options["cpus_per_worker"]))
+            ray = connect(self.options["address"], num_cpus=local_cpus)
+            task = ray.remote(generator_info).options(num_cpus=self.options["cpus_per_worker"],
+                                                      num_gpus=self.options["gpus_per_worker"])
+            try:
+                self._info = ray.get(task.remote(self.loader))
+            except ray.exceptions.RayError as error:
+                raise _failure(error, "loading the model on Ray failed") from None
+        return self._info
+
+    def run_batches(self, batches: list[list[Any]], poolings: Sequence[str], layer: int
+                    ) -> Iterator[tuple[int, Any]]:
+        """``(index, BatchResult)`` for every batch, in completion order."""
+        call = functools.partial(run_generator_batch, poolings=tuple(poolings), layer=layer)
+        return map_on_actors(self.loader, call, batches, **self.options)
 
 
 @contextlib.contextmanager
 def _quiet_progress(ray: Any) -> Iterator[None]:
-    """Leave the progress bar to the extraction loop (one bar, in items); restored after."""
+    """Leave the progress bar to the caller's loop (one bar, in items); restored after."""
     context = ray.data.DataContext.get_current()
     saved = context.enable_progress_bars
     context.enable_progress_bars = False
@@ -158,15 +238,20 @@ def _quiet_progress(ray: Any) -> Iterator[None]:
         context.enable_progress_bars = saved
 
 
-def _failure(error: BaseException, retries: int) -> ModalrecError:
-    """The user's own error when it is one (e.g. missing weights on a worker), else a FeatureError."""
+def _failure(error: BaseException, what: str) -> ModalrecError:
+    """The user's own error when it is one (e.g. missing weights on a worker), else a one-line
+    FeatureError naming the innermost cause (Ray's own message carries the whole traceback)."""
     seen: BaseException | None = error
+    innermost = error
     while seen is not None:
         if isinstance(seen, ModalrecError):
             return seen
+        innermost = seen
         seen = getattr(seen, "cause", None) or seen.__cause__
-    return FeatureError(f"a batch failed on Ray after {retries} retries: {error}",
-                        hint="finished batches are kept; rerun the same command to resume")
+    lines = str(innermost).strip().splitlines() or [""]
+    return FeatureError(f"{what}: {type(innermost).__name__}: {lines[-1]}",
+                        hint="finished batches are kept; rerun the same command to resume "
+                             "(the Ray worker logs have the traceback)")
 
 
 def extract_ray(dataset_dir: str | Path, extractor: Extractor, *, workers: int | None = None,

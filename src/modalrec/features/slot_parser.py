@@ -64,8 +64,10 @@ class SlotParser:
             # {Slot} {value}: the label itself put in braces
             rf"|\{{\s*(?P<c>{names})\s*\}}\s*:?"
             # Slot: / "Slot": / **Slot**: / Slot = / Slot {value}
-            rf"|(?<![\w\[{{])(?:{q})(?P<p>{names})(?:{q})\s*(?:[:=]|(?=\{{))",
-            re.IGNORECASE,
+            rf"|(?<![\w\[{{])(?:{q})(?P<p>{names})(?:{q})\s*(?:[:=]|(?=\{{))"
+            # at a line start (after a bullet or number): Slot - value
+            rf"|^[ \t]*(?:[-*+\u2022]|\d+[.)])?[ \t]*(?P<d>{names})[ \t]+[-\u2013\u2014][ \t]+",
+            re.IGNORECASE | re.MULTILINE,
         )
 
     def parse(self, text: object) -> SlotParse:
@@ -80,7 +82,7 @@ class SlotParser:
             if value:
                 values[slot], status[slot] = value, STRICT
 
-        labels = [(m.start(), m.end(), self._keys[_key(m.group("b") or m.group("c") or m.group("p"))])
+        labels = [(m.start(), m.end(), self._keys[_key(m.group("b") or m.group("c") or m.group("p") or m.group("d"))])
                   for m in self._label.finditer(clean)]
         for i, (_, end, slot) in enumerate(labels):
             if status[slot] != MISSING:
@@ -213,8 +215,10 @@ def _segment_value(segment: str) -> str:
 
 def _bare_pieces(lead: str) -> list[str]:
     """Short unlabelled values in leading text: split at commas/newlines and ``X {Y}`` braces."""
+    if lead.strip().endswith(":"):  # a preamble ("Here are the keywords:"), not a value
+        return []
     lead = lead.strip().strip(_TRIM)
-    if not lead or lead.endswith(":"):
+    if not lead:
         return []
     pieces: list[str] = []
     for part in re.split(r"[,;\n]+", lead):

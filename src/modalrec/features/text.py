@@ -151,6 +151,7 @@ class SentenceTransformerExtractor(Extractor):
             "kind": "sentence-transformers",
             "model": self._model_label,
             "weights_sha256": offline_weights.weights_sha256(self.folder),
+            "config_sha256": offline_weights.config_sha256(self.folder),
             "preprocessing": {**self.recipe.describe(), "max_tokens": self.max_tokens,
                               "model_max_tokens": _model_max_tokens(self.folder), "normalize": self.normalize},
             "packages": {p: offline_weights.package_version(p) for p in self._packages},
@@ -159,7 +160,9 @@ class SentenceTransformerExtractor(Extractor):
     @property
     def dim(self) -> int:
         if self._known_dim is None:
-            self._known_dim = int(self.model.get_sentence_embedding_dimension())
+            model = self.model
+            method = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            self._known_dim = int(method() or self.encode(["a"]).vectors.shape[1])
         return self._known_dim
 
     @property

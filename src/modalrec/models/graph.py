@@ -96,11 +96,16 @@ def knn_edges(
         empty = torch.zeros(0, dtype=torch.long, device=x.device)
         return empty, empty.clone(), torch.zeros(0, device=x.device)
     blocked = ~ok  # columns that may never be chosen
-    step = _chunk_rows(n, memory_mb)
-    out_rows, out_cols, out_vals = [], [], []
+    step = min(_chunk_rows(n, memory_mb), len(valid_rows))
+    # Every buffer is allocated once, before the loop: allocating a chunk-sized matrix per chunk
+    # between small long-lived results fragments the C heap, and the process keeps that memory.
+    buffer = torch.empty(step, n, dtype=x.dtype, device=x.device)
+    out_cols = torch.empty(len(valid_rows), kk, dtype=torch.long, device=x.device)
+    out_vals = torch.empty(len(valid_rows), kk, dtype=x.dtype, device=x.device)
     for lo in range(0, len(valid_rows), step):
         rows = valid_rows[lo : lo + step]
-        sims = xn[rows] @ xn.T
+        sims = buffer[: len(rows)]
+        torch.mm(xn[rows], xn.T, out=sims)
         sims[:, blocked] = -torch.inf
         if not include_self:
             sims[torch.arange(len(rows), device=x.device), rows] = -torch.inf
@@ -122,10 +127,9 @@ def knn_edges(
             chosen = above | (tied & (tied.cumsum(dim=1) <= need))
             cols[crowded] = torch.nonzero(chosen)[:, 1].view(len(crowded), kk)
         cols, _ = torch.sort(cols, dim=1)
-        out_rows.append(rows.repeat_interleave(kk))
-        out_cols.append(cols.reshape(-1))
-        out_vals.append(torch.gather(sims, 1, cols).reshape(-1))
-    return torch.cat(out_rows), torch.cat(out_cols), torch.cat(out_vals)
+        out_cols[lo : lo + len(rows)] = cols
+        out_vals[lo : lo + len(rows)] = torch.gather(sims, 1, cols)
+    return valid_rows.repeat_interleave(kk), out_cols.reshape(-1), out_vals.reshape(-1)
 
 
 def knn_graph(

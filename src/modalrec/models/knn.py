@@ -70,7 +70,9 @@ class ItemKNNParams:
     weighting: Literal["none", "tfidf", "bm25"] = "none"
     """Re-weighting of the item x user matrix before the similarity (Dacrema et al.'s option)."""
     bm25_k1: float = 1.2
+    """BM25 term-frequency saturation (the customary 1.2, also Dacrema et al.'s)."""
     bm25_b: float = 0.75
+    """BM25 length normalisation (the customary 0.75)."""
 
 
 @register("knn")

@@ -157,12 +157,12 @@ def project_rows(slots: list[tuple[torch.Tensor, torch.Tensor]], weights: list[t
 
     Returns ``(projected distinct rows, inverse)`` so that ``projected[inverse]`` is the row of each
     requested item. A batch touches each distinct item once, so this costs O(distinct x dim x out)
-    instead of O(batch x dim x out); when most of the catalog is in the batch, the whole matrix is
-    projected without gathering (same numbers, fewer copies).
+    instead of O(batch x dim x out); when nearly the whole catalog is in the batch, the whole
+    matrix is projected without gathering (the gather would cost more than the rows it saves).
     """
     n_items = slots[0][0].shape[0]
     unique, inverse = torch.unique(items, return_inverse=True)
-    whole = len(unique) * 2 > n_items
+    whole = len(unique) * 10 > n_items * 9
     total = None
     for (feat, _), w in zip(slots, weights):
         part = (feat if whole else feat[unique]) @ w

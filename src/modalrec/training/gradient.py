@@ -34,6 +34,7 @@ class TrainParams:
     lr_decay: float = 1.0
     """Learning rate at epoch e is ``lr * lr_decay ** (e / lr_decay_epochs)`` (MMRec's scheduler)."""
     lr_decay_epochs: int = 50
+    """Epochs per ``lr_decay`` factor (MMRec's ``learning_rate_scheduler`` [1.0, 50])."""
     eval_every: int = 1
     """Validate every N epochs; the reference study checks every 10, MMRec every epoch."""
     patience: int = 20

@@ -129,6 +129,7 @@ class Trainer:
             start = time.perf_counter()
             model.module.train()
             model.on_epoch_start(epoch)
+            lr = optimizer.param_groups[0]["lr"]
             total = torch.zeros((), dtype=torch.float64, device=model.device)
             for users, pos, neg in sampler.epoch():
                 optimizer.zero_grad(set_to_none=True)
@@ -142,7 +143,7 @@ class Trainer:
             if not math.isfinite(mean_loss):
                 raise ModelError(f"{model.name}: training loss became {mean_loss} at epoch {epoch}",
                                  hint="lower the learning rate (--param lr=...) or the regularisation")
-            record: dict[str, Any] = {"epoch": epoch, "loss": mean_loss,
+            record: dict[str, Any] = {"epoch": epoch, "loss": mean_loss, "lr": lr,
                                       "train_seconds": time.perf_counter() - start}
             postfix = {"loss": f"{mean_loss:.4f}"}
             if valid is not None and (epoch % p.eval_every == 0 or epoch == p.epochs):

@@ -41,28 +41,26 @@ MATERIALS: dict[str, tuple[str, ...]] = {
     "plastic": ("plastic", "recycled plastic", "BPA-free plastic", "durable polymer plastic", "moulded plastic"),
 }
 
-#: text-only attribute: what the item is for (phrases fit "made for ...").
+#: text-only attribute: what the item is for (phrases fit "made for ..."; first entry for titles).
 PURPOSES: dict[str, tuple[str, ...]] = {
-    "travel": ("travel", "trips and travel", "life on the road", "weekend getaways", "frequent travellers"),
-    "cooking": ("cooking", "the kitchen", "home cooks", "cooking and baking", "chefs in the kitchen"),
-    "office": ("the office", "office work", "long days at the desk", "working at the office", "busy professionals"),
-    "camping": ("camping", "camping and hiking trips", "the campsite", "nights under canvas in the wild",
-                "backpackers and campers"),
-    "fitness": ("fitness", "the gym", "workouts and training", "fitness fans", "runners and athletes"),
-    "gifting": ("gifting", "a thoughtful gift", "birthday presents", "gift giving", "surprising someone you love"),
-    "relaxing": ("relaxing at home", "lazy evenings on the sofa", "unwinding and relaxation", "quiet nights in",
-                 "slow Sunday mornings"),
-    "gardening": ("gardening", "the garden", "gardeners", "work in the garden", "tending your vegetable patch"),
+    "travel": ("travel", "trips and travel", "travellers on the road", "weekend travel"),
+    "cooking": ("cooking", "cooking in the kitchen", "home cooks", "cooking and baking"),
+    "office": ("the office", "office work", "working at the office desk", "office professionals"),
+    "camping": ("camping", "camping trips", "campers in the wild", "outdoor camping"),
+    "fitness": ("fitness", "the gym and fitness", "fitness workouts", "athletes in training"),
+    "gifting": ("gifting", "a thoughtful gift", "birthday gift giving", "gifts for loved ones"),
+    "relaxing": ("relaxing", "relaxing at home", "relaxation and unwinding", "lazy relaxing evenings"),
+    "gardening": ("gardening", "the garden", "gardeners", "gardening and yard work"),
 }
 
-#: text-only attribute: the look and feel, in words (adjectives).
+#: text-only attribute: the look and feel, in words (adjectives; first entry for titles).
 STYLES: dict[str, tuple[str, ...]] = {
-    "vintage": ("vintage", "retro", "old-fashioned vintage", "nostalgic retro", "antique-inspired"),
-    "modern": ("modern", "contemporary", "sleek modern", "cutting-edge contemporary", "up-to-date modern"),
-    "minimalist": ("minimalist", "minimal", "understated minimalist", "clean minimalist", "pared-back"),
-    "rustic": ("rustic", "farmhouse", "countryside rustic", "cabin-style rustic", "homespun rustic"),
-    "luxury": ("luxury", "luxurious", "upscale luxury", "high-end luxury", "opulent"),
-    "playful": ("playful", "whimsical", "fun and playful", "quirky", "cheerful whimsical"),
+    "vintage": ("vintage", "retro vintage", "vintage-inspired", "old-fashioned vintage"),
+    "modern": ("modern", "contemporary modern", "sleek modern", "modern-day"),
+    "minimalist": ("minimalist", "minimal", "simple minimalist", "understated minimalist"),
+    "rustic": ("rustic", "farmhouse rustic", "rustic country", "cabin-style rustic"),
+    "luxury": ("luxury", "luxurious", "high-end luxury", "opulent luxury"),
+    "playful": ("playful", "whimsical", "fun and playful", "quirky playful"),
 }
 
 #: invented brand names: distractors that carry no attribute (checked against every vocabulary)
@@ -92,7 +90,8 @@ TITLE_TEMPLATES: tuple[str, ...] = (
     "{brand} {category}, {style} edition",
     "{style} {category} - {brand} {code}",
     "{brand} {material} {category} {code}",
-    "The {brand} {category}",
+    "The {brand} {category} for {purpose}",
+    "{brand} {style} {category} for {purpose}",
 )
 
 MATERIAL_SENTENCES: tuple[str, ...] = (
@@ -180,7 +179,7 @@ def write(spec: TextSpec, rng: np.random.Generator) -> tuple[str, str]:
     }
     title = _pick(rng, TITLE_TEMPLATES).format(
         brand=spec.brand, code=code, category=CATEGORY_WORDS[spec.category][0],
-        material=MATERIALS[spec.material][0], style=STYLES[spec.style][0],
+        material=MATERIALS[spec.material][0], style=STYLES[spec.style][0], purpose=PURPOSES[spec.purpose][0],
     )
 
     def word(table: dict[str, tuple[str, ...]], key: str) -> str:
