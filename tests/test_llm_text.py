@@ -17,8 +17,6 @@ import torch
 
 pytest.importorskip("transformers")
 
-from test_lvlm import byte_tokenizer, reference  # noqa: E402
-
 from modalrec.data.dataset import Dataset  # noqa: E402
 from modalrec.errors import ConfigError, DependencyError  # noqa: E402
 from modalrec.features.descriptions import item_inputs, run_descriptions  # noqa: E402
@@ -28,6 +26,7 @@ from modalrec.features.lvlm import GenerationSettings, ItemInput  # noqa: E402
 from modalrec.features.prompts import BUILTIN, PromptSpec  # noqa: E402
 from modalrec.features.slot_parser import SlotParser  # noqa: E402
 from modalrec.features.store import FeatureStore  # noqa: E402
+from test_lvlm import byte_tokenizer, reference  # noqa: E402
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

@@ -1,4 +1,4 @@
-"""The vision-language route on tiny random models built offline (Qwen2-VL and LLaVA).
+"""The vision-language route on tiny random models built offline (Qwen2-VL, Qwen2.5-VL, LLaVA).
 
 Checks against a slow reference: every item generated alone, without padding, and its hidden
 states taken from a plain forward pass; the batched, left-padded run must give the same text and
@@ -95,8 +95,14 @@ def make_eos_reachable(model, processor, eos_id: int) -> None:
         head[eos_id] = head[best]
 
 
-def build_qwen(folder: Path) -> Path:
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+def build_qwen(folder: Path, family: str = "qwen2_vl") -> Path:
+    """Tiny Qwen2-VL (or Qwen2.5-VL) with the layout of a real checkpoint folder."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = byte_tokenizer(QWEN_SPECIAL, "<|im_end|>", "<|endoftext|>", QWEN_TEMPLATE)
@@ -105,18 +111,27 @@ def build_qwen(folder: Path) -> Path:
     tokenizer.save_pretrained(folder)
     image_processor.save_pretrained(folder)
     # the layout of a real checkpoint (the processor itself needs torchvision for its video part)
-    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
+    processor_class = "Qwen2VLProcessor" if family == "qwen2_vl" else "Qwen2_5_VLProcessor"
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": processor_class}))
     (folder / "chat_template.jinja").write_text(QWEN_TEMPLATE)
-    config = Qwen2VLConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
-                         bos_token_id=ids[0], eos_token_id=ids[2], pad_token_id=ids[0]),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=ids[5], video_token_id=ids[6], vision_start_token_id=ids[3], vision_end_token_id=ids[4])
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+                bos_token_id=ids[0], eos_token_id=ids[2], pad_token_id=ids[0])
+    special = dict(image_token_id=ids[5], video_token_id=ids[6], vision_start_token_id=ids[3],
+                   vision_end_token_id=ids[4])
+    if family == "qwen2_vl":
+        config = Qwen2VLConfig(text_config=text, vision_config=dict(
+            depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
+            temporal_patch_size=2), **special)
+        model_class = Qwen2VLForConditionalGeneration
+    else:
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, out_hidden_size=32, num_heads=2, patch_size=14,
+            spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1]), **special)
+        model_class = Qwen2_5_VLForConditionalGeneration
     torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = model_class(config).eval()
     from modalrec.features.lvlm import load_processor
 
     make_eos_reachable(model, load_processor(str(folder)), ids[2])
@@ -125,7 +140,13 @@ def build_qwen(folder: Path) -> Path:
 
 
 def build_llava(folder: Path) -> Path:
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tokenizer = byte_tokenizer(LLAVA_SPECIAL, "</s>", "<pad>", LLAVA_TEMPLATE)
@@ -156,6 +177,11 @@ def tiny_qwen(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen25(tmp_path_factory) -> Path:
+    return build_qwen(tmp_path_factory.mktemp("tiny-qwen25vl"), "qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory) -> Path:
     return build_llava(tmp_path_factory.mktemp("tiny-llava"))
 
@@ -163,6 +189,11 @@ def tiny_llava(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def qwen(tiny_qwen):
     return load_lvlm(str(tiny_qwen), settings=GenerationSettings(max_new_tokens=MAX_NEW))
+
+
+@pytest.fixture(scope="session")
+def qwen25(tiny_qwen25):
+    return load_lvlm(str(tiny_qwen25), settings=GenerationSettings(max_new_tokens=MAX_NEW))
 
 
 @pytest.fixture(scope="session")
@@ -202,7 +233,7 @@ def reference(extractor, item: ItemInput, layer: int) -> dict:
     }
 
 
-@pytest.mark.parametrize(("family", "layer"), [("qwen", -1), ("qwen", 1), ("llava", -1)])
+@pytest.mark.parametrize(("family", "layer"), [("qwen", -1), ("qwen", 1), ("qwen25", -1), ("llava", -1)])
 def test_batched_equals_item_by_item_reference(family, layer, request):
     extractor = request.getfixturevalue(family)
     items = make_items(6)
@@ -255,7 +286,7 @@ def test_deterministic(qwen):
 def test_eos_pooling_is_the_state_at_the_stop_token(qwen):
     items = make_items(6)
     result = qwen.run(items, ("eos", "mean_generated"))
-    for k, item in enumerate(items):
+    for k in range(len(items)):
         n = int(result.n_generated[k])
         assert 1 <= n <= MAX_NEW
         if n < MAX_NEW:

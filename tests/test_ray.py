@@ -329,6 +329,8 @@ def test_ray_extraction_gives_up_after_its_retries(ray_session, tmp_path):
         def encode(self, batch: Sequence[Any]) -> EncodedBatch:
             if batch[0] == first:
                 attempt(self.markers, "broken")
+                if "bad-input" in self.fail:
+                    raise FeatureError("this input cannot be encoded", where="item 0", hint="fix item 0")
                 raise RuntimeError("always broken")
             return super().encode(batch)
 
@@ -341,6 +343,14 @@ def test_ray_extraction_gives_up_after_its_retries(ray_session, tmp_path):
     assert len(list(markers.glob("broken-*"))) == 2  # one try and one retry, in the actor
     chunks = list((tmp_path / "data" / "features" / PARTIAL).glob("*/chunk-*.npz"))
     assert all(not c.name.startswith("chunk-000000000-") for c in chunks)  # the broken batch never landed
+
+    # bad input is the user's error: not retried, and reported as raised, where and hint included
+    markers = tmp_path / "m2"
+    with pytest.raises(FeatureError, match="cannot be encoded") as failure:
+        extract_ray(tmp_path / "data", Broken(str(markers)), workers=1, batch_size=4, max_retries=1,
+                    factory=functools.partial(Broken, str(markers), fail=["bad-input"]), progress=False)
+    assert (failure.value.where, failure.value.hint) == ("item 0", "fix item 0")
+    assert len(list(markers.glob("broken-*"))) == 1
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import shared_data_path
 from modalrec.features.prompts import BUILTIN
 from modalrec.features.slot_parser import (
     MISSING,
@@ -17,8 +18,6 @@ from modalrec.features.slot_parser import (
     parse_frame,
     parse_slots,
 )
-
-from conftest import shared_data_path
 
 BABY = BUILTIN["baby"].slots
 RECIPES = BUILTIN["recipes"].slots

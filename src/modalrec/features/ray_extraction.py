@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ExtractorFactory = Callable[[], Extractor]
 MAX_BLOCKS = 4096
+RESUME_HINT = "finished batches are kept; rerun the same command to resume (Ray's worker logs have the traceback)"
 """Batches per Ray Data block stay 1 up to this many batches (finer retries and progress)."""
 
 
@@ -46,7 +47,8 @@ class BatchActor:
     Rows carry a pickled payload and come back with a pickled result (payloads may be any Python
     objects: texts, image paths, prompt records), so Ray Data never has to guess a column type.
     An exception other than a ``ModalrecError`` (bad input, missing weights) is retried here up to
-    ``retries`` times; a dead actor is restarted and its batch re-run by Ray Data.
+    ``retries`` times; a dead actor is restarted and its batch re-run by Ray Data. A batch that
+    still fails comes back as an error result, so the driver can report it in one clear line.
     """
 
     def __init__(self, factory: Callable[[], Any], call: Callable[[Any, Any], Any], threads: int | None = None,
@@ -60,8 +62,17 @@ class BatchActor:
         self.retries = retries
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = [pickle.dumps(self._run(int(index), pickle.loads(blob)))
-                   for index, blob in zip(batch["index"], batch["payload"])]
+        results = []
+        for index, blob in zip(batch["index"], batch["payload"]):
+            try:
+                outcome: tuple[str, Any] = ("ok", self._run(int(index), pickle.loads(blob)))
+            except Exception as error:
+                log.exception("batch %d failed", int(index))
+                modalrec = isinstance(error, ModalrecError)
+                outcome = ("error", (type(error) if modalrec else None,
+                                     error.message if modalrec else f"{type(error).__name__}: {error}",
+                                     getattr(error, "where", None), getattr(error, "hint", None)))
+            results.append(pickle.dumps(outcome))
         return {"index": batch["index"], "result": np.array(results, dtype=object)}
 
     def _run(self, index: int, payload: Any) -> Any:
@@ -106,11 +117,18 @@ def map_on_actors(factory: Callable[[], Any], call: Callable[[Any, Any], Any], p
                                    "retries": max_retries},
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
         )
+        failed = f"a batch failed on Ray after {max_retries} retries"
         try:
             for row in results.iter_rows():
-                yield int(row["index"]), pickle.loads(row["result"])
+                status, value = pickle.loads(row["result"])
+                if status == "error":
+                    cls, message, where, hint = value
+                    if cls is not None:
+                        raise cls(message, where=where, hint=hint)
+                    raise FeatureError(f"{failed}: {message}", hint=RESUME_HINT)
+                yield int(row["index"]), value
         except ray.exceptions.RayError as error:
-            raise _failure(error, f"a batch failed on Ray after {max_retries} retries") from None
+            raise _failure(error, failed) from None
 
 
 def _room(cpus: float, gpus: float) -> int:
@@ -249,9 +267,7 @@ def _failure(error: BaseException, what: str) -> ModalrecError:
         innermost = seen
         seen = getattr(seen, "cause", None) or seen.__cause__
     lines = str(innermost).strip().splitlines() or [""]
-    return FeatureError(f"{what}: {type(innermost).__name__}: {lines[-1]}",
-                        hint="finished batches are kept; rerun the same command to resume "
-                             "(the Ray worker logs have the traceback)")
+    return FeatureError(f"{what}: {type(innermost).__name__}: {lines[-1]}", hint=RESUME_HINT)
 
 
 def extract_ray(dataset_dir: str | Path, extractor: Extractor, *, workers: int | None = None,
