@@ -35,10 +35,10 @@ from modalrec.models.registry import get_model  # noqa: E402
 TRAIN = {"epochs": 1000, "patience": 20, "eval_every": 1, "lr": 1e-3, "batch_size": 2048, "embedding_size": 64}
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "mostpop": [{}],
-    "knn": [{"k": k, "shrink": s} for k in (10, 20, 50, 100, 200) for s in (0.0, 10.0, 100.0, 1000.0)],
+    "knn": [{"k": k, "shrink": s} for k in (10, 20, 50, 100, 200, 500) for s in (0.0, 10.0, 100.0, 1000.0)],
     "bpr": [TRAIN | {"reg_weight": r} for r in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)],
     "lightgcn": [TRAIN | {"n_layers": n, "reg_weight": r} for n in (1, 2, 3) for r in (1e-3, 1e-2, 1e-1)],
-    "ease": [{"reg_weight": r} for r in (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)],
+    "ease": [{"reg_weight": r} for r in (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)],
 }
 REFERENCE = {  # MMRec on the same inputs: (test recall@20, ndcg@20)
     ("ml100k", "bpr"): (0.3396, 0.2713), ("ml100k", "lightgcn"): (0.3388, 0.2757),

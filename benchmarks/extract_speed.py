@@ -4,6 +4,8 @@ Inputs are real MovieLens-100K TMDB overviews ("title overview") and posters fro
 ``../shared/data/ml100k-tmdb`` when present, else synthetic sentences and random 92x138 images.
 The model is loaded and warmed up on one batch first; the timed part is ``Extractor.encode`` over
 ``--n`` items, image decoding and preprocessing included (it is part of real extraction).
+Besides wall-clock items/s it prints items per CPU-second of the process: on a shared, busy machine
+that figure stays meaningful (with ``--threads 1`` it is what one idle core would do).
 
     .venv/bin/python benchmarks/extract_speed.py
     .venv/bin/python benchmarks/extract_speed.py --extractors minilm --batch-sizes 32 --n 512 --threads 1
@@ -61,12 +63,12 @@ def measure(name: str, inputs: list[str], batch_sizes: list[int]) -> list[tuple[
     load_seconds = time.perf_counter() - started
     rows = []
     for batch_size in batch_sizes:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for start in range(0, len(inputs), batch_size):
             batch = extractor.encode(inputs[start:start + batch_size])
             assert batch.ok.all()
-        seconds = time.perf_counter() - started
-        rows.append((name, batch_size, len(inputs) / seconds, load_seconds))
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        rows.append((name, batch_size, len(inputs) / seconds, len(inputs) / cpu_seconds, load_seconds))
     return rows
 
 
@@ -88,11 +90,13 @@ def main() -> None:
         texts, images, source = data
         print(f"inputs: {source}; {args.n} items per measurement; torch threads {torch.get_num_threads()}; "
               f"cpu count {os.cpu_count()}")
-        print(f"{'extractor':<20}{'batch':>6}{'items/s':>10}{'load+warm-up s':>16}")
+        print(f"load average before: {os.getloadavg()[0]:.1f} (items/cpu-s divides by the process's CPU time,"
+              " which a busy machine does not inflate)")
+        print(f"{'extractor':<20}{'batch':>6}{'items/s':>10}{'items/cpu-s':>13}{'load+warm-up s':>16}")
         for name in args.extractors.split(","):
             inputs = images if name.startswith(("efficientnet", "hf-image", "clip-image")) else texts
-            for extractor, batch_size, rate, load in measure(name, inputs, batch_sizes):
-                print(f"{extractor:<20}{batch_size:>6}{rate:>10.1f}{load:>16.1f}")
+            for extractor, batch_size, rate, cpu_rate, load in measure(name, inputs, batch_sizes):
+                print(f"{extractor:<20}{batch_size:>6}{rate:>10.1f}{cpu_rate:>13.1f}{load:>16.1f}", flush=True)
 
 
 if __name__ == "__main__":

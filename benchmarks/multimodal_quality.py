@@ -7,9 +7,10 @@ epochs, test read at the best validation epoch with only training items masked
 multimodal model runs with image only, text only and both; extra rows reproduce MMRec's inputs
 (missing posters mean-filled and counted as content) and its fine-tuned raw features.
 
-``synthetic``: the synthetic world (``content_weight`` 0.8) with real EfficientNet-Lite0 image and
-MiniLM text features extracted from its pictures and texts; the same protocol, plus every model
-with the feature rows permuted across items (the content audit).
+``synthetic``: the synthetic world (``content_weight`` 0.8, 2,000 users x 1,000 items) with real
+EfficientNet-Lite0 image and MiniLM text features extracted from its pictures and texts; the same
+protocol with a larger learning rate and shorter patience (``SYNTHETIC_TRAINING``), plus every
+model with the feature rows permuted across items (the content audit).
 
 Results are appended to a JSON-lines file as each run ends (an interrupted benchmark resumes with
 the runs still missing) and printed as a Markdown table.
@@ -101,12 +102,17 @@ SYNTHETIC_PARAMS = {"bpr": {"reg_weight": 1e-3}, "lightgcn": {"n_layers": 2, "re
                     "lattice": {"reg_weight": 0.0}, "bm3": {}}
 
 
+SYNTHETIC_TRAINING = {"epochs": 300, "patience": 10, "lr": 5e-3}
+"""The world is small (about 31,000 training pairs, 16 batches an epoch): a larger step and a
+shorter patience reach the plateau in a fraction of the epochs."""
+
+
 def synthetic_runs() -> list[Run]:
-    runs = [Run(m, m, (), SYNTHETIC_PARAMS[m]) for m in ("bpr", "lightgcn")]
+    runs = [Run(m, m, (), SYNTHETIC_TRAINING | SYNTHETIC_PARAMS[m]) for m in ("bpr", "lightgcn")]
     for model in MULTIMODAL:
         for variant in ("", "shuffled"):
             runs.append(Run(f"{model}:image+text{':' + variant if variant else ''}", model, ("image", "text"),
-                            SYNTHETIC_PARAMS[model], variant))
+                            SYNTHETIC_TRAINING | SYNTHETIC_PARAMS[model], variant))
     return runs
 
 
@@ -238,7 +244,7 @@ def main() -> int:
 
     def priority(run: Run) -> tuple[int, int]:
         tier = 2 if run.variant == "meanfill" or run.params.get("tune_features") else \
-            1 if len(run.modalities) == 1 else 0
+            1 if len(run.modalities) == 1 or run.variant == "shuffled" else 0
         return tier, order.get(run.model, 9)
 
     todo.sort(key=priority)

@@ -21,6 +21,7 @@ import argparse
 import itertools
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-grid", action="store_true")
     parser.add_argument("--skip-extraction", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (data sets, records, features)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
@@ -149,6 +151,8 @@ def main() -> None:
     print(f"{'job':28s} {'workers':>7s} {'local s':>9s} {'ray s':>9s} {'ray/local':>9s}")
     for job, workers, local, distributed in rows:
         print(f"{job:28s} {workers:7d} {local:9.1f} {distributed:9.1f} {distributed / local:9.2f}")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
     print("(grid: local x1 runs in this process with 1 torch thread, local x2 in 2 spawned processes with 1 "
           "thread each, as Ray's tasks; extraction: local xN is one process with N torch threads, Ray xN is N "
           "actors with 1 thread each)")

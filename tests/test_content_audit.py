@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 TRAINING = {"epochs": 30, "batch_size": 256, "lr": 0.01, "patience": 1000}
 COUNTERPART = {"vbpr": "bpr", "vbpr-mmrec": "bpr", "freedom": "lightgcn", "lattice": "lightgcn"}
-EXTRA = {"lightgcn": {"n_layers": 2}, "freedom": {"dropout": 0.5}}
+EXTRA = {"lightgcn": {"n_layers": 2}, "freedom": {"dropout": 0.5}, "vbpr-mmrec": {"reg_weight": 1e-3}}
 
 
 def attribute_features(attributes, modality: str, rng: np.random.Generator, noise: float) -> np.ndarray:

@@ -173,3 +173,19 @@ def test_real_gemma_270m_generates_parsable_slots(tmp_path):
     assert first.pooled["eos"].shape == (3, dim) and np.isfinite(first.pooled["eos"]).all()
     single = llm.run(batch[1:2], ("eos",))
     assert single.texts[0] == first.texts[1]
+
+
+def test_stop_strings_end_rows_early(tiny_causal, llm):
+    batch = items()
+    free = llm.run(batch, ("eos",))
+    # a one-character stop string that a row produces before its end: that row ends there
+    k, stop = next((k, c) for k, t in enumerate(free.texts) for c in t[:-1]
+                   if c.isascii() and c.isprintable() and not c.isspace())
+    stopping = load_text_llm(str(tiny_causal), settings=GenerationSettings(max_new_tokens=MAX_NEW,
+                                                                          stop_strings=(stop,)))
+    out = stopping.run(batch, ("eos", "mean_generated"))
+    full = free.texts[k]
+    assert out.texts[k] == full[: full.index(stop) + 1]
+    assert out.n_generated[k] < free.n_generated[k] and out.stopped[k]
+    for j, (a, b) in enumerate(zip(out.texts, free.texts)):
+        assert a == (b[: b.index(stop) + 1] if stop in b else b), j

@@ -459,3 +459,47 @@ def test_cli_describe_run_llava_builtin_prompt(tiny_llava, tmp_path, capsys):
     assert "descriptions llv: 2 of 3 items" in out and "feature lvlm-llv-mean_all: dim 32" in out
     assert set(FeatureStore(data).names()) >= {"lvlm-llv-eos", "lvlm-llv-mean_all"}
     assert main(["describe", "run", str(data), "--model", str(tiny_llava), "--prompt", "nope"]) == 2
+
+
+# --- pooling arithmetic on hand-made states ------------------------------------------------------
+def test_generated_mask_eos_padding_and_stop_strings():
+    from modalrec.features.hidden_pooling import generated_mask
+
+    eos, pad = 2, 0
+    generated = torch.tensor([
+        [5, 6, 2, 0, 0],   # stopped on EOS, then padded
+        [5, 6, 7, 8, 9],   # ran to the limit
+        [5, 0, 0, 0, 0],   # stopped by a stop string (no EOS), padded
+        [2, 0, 0, 0, 0],   # EOS right away
+    ])
+    mask, stopped = generated_mask(generated, {eos}, pad)
+    assert mask.int().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
+    assert stopped.tolist() == [True, False, True, True]
+    # when padding is the EOS token, the first EOS ends the row
+    mask, _ = generated_mask(torch.tensor([[5, 2, 2, 2]]), {2}, 2)
+    assert mask.int().tolist() == [[1, 1, 0, 0]]
+
+
+def test_pool_by_hand():
+    from modalrec.features.hidden_pooling import pool
+
+    hidden = torch.arange(2 * 5 * 1, dtype=torch.float32).reshape(2, 5, 1)  # row 0: 0..4, row 1: 5..9
+    prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])                      # row 0 left padded
+    gen_mask = torch.tensor([[1, 0], [1, 1]])                               # row 0 stopped after one token
+    out = pool(hidden, prompt_mask, gen_mask, POOLINGS)
+    assert out["eos"].flatten().tolist() == [3.0, 9.0]
+    assert out["last_prompt"].flatten().tolist() == [2.0, 7.0]
+    assert out["mean_generated"].flatten().tolist() == [3.0, 8.5]
+    assert out["mean_all"].flatten().tolist() == [2.0, 7.0]  # (1+2+3)/3 and (5+...+9)/5
+
+
+def test_no_describable_item_is_a_clear_error(qwen, tmp_path):
+    from modalrec.errors import FeatureError
+
+    folder = tmp_path / "d"
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["x", "y"]})
+    Dataset.from_frames(pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"]}), items).save(folder)
+    with pytest.raises(FeatureError, match="no item can be described.*no image"):
+        run_descriptions(folder, qwen, SHORT, progress=False)
+    with pytest.raises(FeatureError, match="not a modalrec data set"):
+        run_descriptions(tmp_path / "nothing", qwen, SHORT, progress=False)

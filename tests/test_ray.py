@@ -269,6 +269,21 @@ def test_a_killed_worker_loses_and_duplicates_nothing(ray_session, tmp_path, one
 
 
 @pytest.mark.slow
+def test_bad_input_in_a_trial_is_reported_as_locally_and_not_retried(ray_session, tmp_path):
+    data = small_dataset(tmp_path / "data")
+    trial = bpr_trials(data, [0.01])[0]
+    trial.params["no_such_param"] = 1
+    with pytest.raises(ConfigError) as local:
+        LocalBackend(1).run([trial], tmp_path / "local", ignore)
+    markers = tmp_path / "calls"
+    backend = RayBackend(workers=1, trial_function=functools.partial(counting_trial, markers=str(markers)))
+    with pytest.raises(ConfigError) as distributed:
+        backend.run([trial], tmp_path / "ray", ignore)
+    assert str(distributed.value) == str(local.value) and "no_such_param" in str(local.value)
+    assert calls(markers) == 1
+
+
+@pytest.mark.slow
 def test_ray_extraction_is_byte_identical_to_local(ray_session, tmp_path, one_thread):
     for name in ("local", "ray"):
         small_dataset(tmp_path / name)

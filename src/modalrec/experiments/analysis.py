@@ -29,7 +29,7 @@ def summary(results: pd.DataFrame, metrics: list[str], split: str = "test") -> p
     rows = rows.assign(name=rows["metric"] + "@" + rows["cutoff"].astype(str))
     rows = rows[rows["name"].isin(metrics)]
     table = rows.groupby(GROUP + ["name"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
-    wide = table.pivot_table(index=GROUP, columns="name", values=["mean", "std"], sort=False)
+    wide = table.pivot_table(index=GROUP, columns="name", values=["mean", "std"], sort=False, dropna=False)
     wide.columns = [f"{name}_{stat}" for stat, name in wide.columns]
     seeds = table.groupby(GROUP, sort=False)["count"].max().rename("seeds")
     return wide.join(seeds).reset_index()

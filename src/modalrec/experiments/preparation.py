@@ -115,7 +115,7 @@ def prepare_features(dataset_dir: Path, configs: list[FeatureConfig], device: st
         elif config.kind == "extract":
             _extract(dataset_dir, config, device)
         else:
-            _lvlm_import(dataset, config)
+            _lvlm_import(dataset_dir, config, device)
 
 
 def true_attribute_features(dataset: Dataset) -> Features:
@@ -138,3 +138,43 @@ def _extract(dataset_dir: Path, config: FeatureConfig, device: str) -> None:
     options = ExtractorOptions(fields=tuple(config.fields) if config.fields else None, device=device)
     extract(dataset_dir, get_extractor(config.extractor, options), name=config.name,
             impute_method=config.impute)
+
+
+def _lvlm_import(dataset_dir: Path, config: FeatureConfig, device: str) -> None:
+    """Imported LVLM outputs as a feature: one-hot slot attributes, or the text re-encoded."""
+    from modalrec.features.attributes import make_attributes
+    from modalrec.features.descriptions import description_names
+    from modalrec.features.lvlm_import import import_outputs
+    from modalrec.features.prompts import load_prompt
+    from modalrec.features.store import FeatureStore
+
+    store = FeatureStore(dataset_dir)
+    if store.exists(config.name):
+        return
+    assert config.file is not None and config.prompt is not None
+    descriptions = f"imported-{content_hash([config.file, config.prompt])}"
+    if descriptions not in description_names(dataset_dir):
+        import_outputs(dataset_dir, config.file, load_prompt(config.prompt), descriptions)
+    if config.encoder:
+        encode_descriptions(dataset_dir, descriptions, config.encoder, config.name, device)
+    else:
+        made, _, _ = make_attributes(dataset_dir, descriptions, top_k=config.top_k, threshold=config.threshold)
+        item_ids = Dataset.load(dataset_dir).item_ids
+        store.save(config.name, store.load(made), item_ids)
+
+
+def encode_descriptions(dataset_dir: Path, descriptions: str, extractor: str, name: str, device: str = "cpu",
+                        batch_size: int | None = None) -> Features:
+    """Encode stored description texts with a text extractor into feature ``name``."""
+    from modalrec.features.descriptions import load_descriptions
+    from modalrec.features.extraction import extract_items
+    from modalrec.features.registry import ExtractorOptions, get_extractor
+    from modalrec.features.store import FeatureStore
+
+    table, _ = load_descriptions(dataset_dir, descriptions)
+    items = pd.DataFrame({"item_id": table["item_id"].astype(str),
+                          "description": table["text"].where(table["has_output"], None)})
+    encoder = get_extractor(extractor, ExtractorOptions(fields=("description",), device=device))
+    result = extract_items(FeatureStore(dataset_dir), items, encoder, name=name, batch_size=batch_size,
+                           base_dir=Path(dataset_dir))
+    return result.features

@@ -297,6 +297,11 @@ def run_descriptions(dataset_dir: str | Path, generator: GenerativeEmbedder, pro
     items = pd.read_parquet(items_file)
     item_ids = items["item_id"].astype(str).to_numpy()
     inputs, skipped = item_inputs(items, prompt, source, dataset_dir, hint_field)
+    if len(skipped) == len(items):
+        reasons = ", ".join(sorted(set(skipped))) or "no items"
+        raise FeatureError(f"no item can be described ({reasons})", where=str(dataset_dir),
+                           hint="add image_path to the items, or use --text-only with text fields"
+                           if source == "image" else "the items need text fields (or a --hint-field)")
     if skipped:
         reasons = pd.Series(skipped).value_counts().to_dict()
         log.warning("%d of %d items cannot be described (%s)", len(skipped), len(items), reasons)

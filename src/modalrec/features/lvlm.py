@@ -162,9 +162,7 @@ class GenerativeEmbedder:
 
         poolings = check_poolings(list(poolings))
         inputs = self.build_inputs(items)
-        kwargs: dict[str, Any] = {}
-        if self.settings.stop_strings:
-            kwargs = {"stop_strings": list(self.settings.stop_strings), "tokenizer": self.tokenizer}
+        kwargs: dict[str, Any] = {"tokenizer": self.tokenizer} if self.settings.stop_strings else {}
         with torch.inference_mode():
             sequences = self.model.generate(**inputs, generation_config=self.generation_config, **kwargs)
             if not torch.is_tensor(sequences):
@@ -232,6 +230,7 @@ class GenerativeEmbedder:
         config.max_length = None
         config.pad_token_id = self.tokenizer.pad_token_id
         config.eos_token_id = sorted(self.eos_ids)
+        config.stop_strings = list(self.settings.stop_strings) or None
         config.return_dict_in_generate = False
         config.output_hidden_states = False
         return config
@@ -292,11 +291,28 @@ class LVLMExtractor(GenerativeEmbedder):
         log.warning("%s has no chat template; using a plain '%s' + prompt layout", self.model_id, image_token)
         return f"{image_token}\n{prompt}\n"
 
+    @property
+    def batchable(self) -> bool:
+        """Phi-3(.5)-vision's processor takes one prompt at a time: such models run item by item."""
+        return not type(self.processor).__name__.startswith("Phi3V")
+
+    def run(self, items: Sequence[ItemInput], poolings: Sequence[str] = ("eos",), layer: int = -1) -> BatchResult:
+        if self.batchable or len(items) <= 1:
+            return super().run(items, poolings, layer)
+        parts = [super(LVLMExtractor, self).run([item], poolings, layer) for item in items]
+        return BatchResult(
+            texts=[t for p in parts for t in p.texts],
+            n_generated=np.concatenate([p.n_generated for p in parts]),
+            stopped=np.concatenate([p.stopped for p in parts]),
+            pooled={k: np.concatenate([p.pooled[k] for p in parts]) for k in parts[0].pooled},
+        )
+
     def build_inputs(self, items: Sequence[ItemInput]) -> dict[str, Any]:
         texts = [self.render(item.prompt) for item in items]
         images = [load_image(item.image, self.max_image_side) for item in items]
         images_arg: Any = [[image] for image in images] if _nested_images(self.processor) else images
-        batch = self.processor(text=texts, images=images_arg, padding=True, return_tensors="pt",
+        text_arg: Any = texts if self.batchable else texts[0]
+        batch = self.processor(text=text_arg, images=images_arg, padding=True, return_tensors="pt",
                                **self._tokenize_kwargs(texts))
         return {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in batch.items()}
 

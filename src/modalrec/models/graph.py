@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -34,12 +36,14 @@ def normalized_adjacency(train: Interactions) -> sp.csr_matrix:
 def to_torch_sparse(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
     """A scipy matrix as a torch sparse CSR tensor (fast ``@`` with a dense matrix on CPU)."""
     csr = sp.csr_matrix(matrix)
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)),
-        torch.from_numpy(csr.indices.astype(np.int64)),
-        torch.from_numpy(csr.data.astype(np.float32)),
-        size=csr.shape,
-    ).to(device)
+    with warnings.catch_warnings():  # torch marks sparse CSR "beta"; the operations used here are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(csr.indptr.astype(np.int64)),
+            torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.data.astype(np.float32)),
+            size=csr.shape,
+        ).to(device)
 
 
 # --- item kNN graphs from content -------------------------------------------------------------------
