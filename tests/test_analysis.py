@@ -50,3 +50,11 @@ def test_audit_averages_seeds_per_user_then_tests_pairs(tmp_path):
     assert np.isclose(audit["gain"].iloc[0], (real - shuffled).mean())
     assert np.isclose(audit["t_p"].iloc[0], expected.pvalue)
     assert np.isclose(audit["t_p_holm"].iloc[0], expected.pvalue)  # a family of one
+
+
+def test_summary_has_one_row_per_configuration_even_across_feature_sets():
+    rows = [row("bpr", "real", s, 0.1 * s, f"b{s}", feature_set="") for s in range(2)]
+    rows += [row("vbpr", "real", s, 0.2, f"v{s}", feature_set="image+text") for s in range(2)]
+    table = analysis.summary(pd.DataFrame(rows), ["recall@20"])
+    assert list(zip(table["model"], table["feature_set"])) == [("bpr", ""), ("vbpr", "image+text")]
+    assert table["seeds"].tolist() == [2, 2]

@@ -29,8 +29,11 @@ def summary(results: pd.DataFrame, metrics: list[str], split: str = "test") -> p
     rows = rows.assign(name=rows["metric"] + "@" + rows["cutoff"].astype(str))
     rows = rows[rows["name"].isin(metrics)]
     table = rows.groupby(GROUP + ["name"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
-    wide = table.pivot_table(index=GROUP, columns="name", values=["mean", "std"], sort=False, dropna=False)
+    wide = table.pivot_table(index=GROUP, columns="name", values=["mean", "std"], sort=False)
     wide.columns = [f"{name}_{stat}" for stat, name in wide.columns]
+    for name in table["name"].unique():  # one seed: the std column is all NaN and pivot drops it
+        if f"{name}_std" not in wide:
+            wide[f"{name}_std"] = np.nan
     seeds = table.groupby(GROUP, sort=False)["count"].max().rename("seeds")
     return wide.join(seeds).reset_index()
 
