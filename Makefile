@@ -13,6 +13,8 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	# packages whose declared dependencies would replace the CPU torch: install them alone
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $$(sed -n 's/^# nodeps: //p' requirements.txt)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
