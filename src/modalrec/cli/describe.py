@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-from pathlib import Path
 
 from modalrec.cli.format import print_table, split_list
 
@@ -158,20 +157,11 @@ def _attributes(args: argparse.Namespace) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from modalrec.features.descriptions import encode_descriptions
+    from modalrec.features.store import safe_name
 
-    from modalrec.features.descriptions import load_descriptions
-    from modalrec.features.extraction import extract_items
-    from modalrec.features.registry import ExtractorOptions, get_extractor
-    from modalrec.features.store import FeatureStore, safe_name
-
-    table, manifest = load_descriptions(args.dataset, args.name)
-    items = pd.DataFrame({"item_id": table["item_id"].astype(str),
-                          "description": table["text"].where(table["has_output"], None)})
-    extractor = get_extractor(args.extractor, ExtractorOptions(fields=("description",), device=args.device))
     name = args.feature_name or safe_name(f"desc-{args.name}-{args.extractor}")
-    result = extract_items(FeatureStore(args.dataset), items, extractor, name=name, batch_size=args.batch_size,
-                           base_dir=Path(args.dataset))
+    result = encode_descriptions(args.dataset, args.name, args.extractor, name, args.device, args.batch_size)
     print(f"feature {result.name}: dim {result.features.dim}, {int(result.features.mask.sum())} items with a "
           f"description ({'cached' if result.cache_hit else f'{result.computed_items} encoded'})")
     return 0

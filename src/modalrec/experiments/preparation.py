@@ -143,7 +143,7 @@ def _extract(dataset_dir: Path, config: FeatureConfig, device: str) -> None:
 def _lvlm_import(dataset_dir: Path, config: FeatureConfig, device: str) -> None:
     """Imported LVLM outputs as a feature: one-hot slot attributes, or the text re-encoded."""
     from modalrec.features.attributes import make_attributes
-    from modalrec.features.descriptions import description_names
+    from modalrec.features.descriptions import description_names, encode_descriptions
     from modalrec.features.lvlm_import import import_outputs
     from modalrec.features.prompts import load_prompt
     from modalrec.features.store import FeatureStore
@@ -162,19 +162,3 @@ def _lvlm_import(dataset_dir: Path, config: FeatureConfig, device: str) -> None:
         item_ids = Dataset.load(dataset_dir).item_ids
         store.save(config.name, store.load(made), item_ids)
 
-
-def encode_descriptions(dataset_dir: Path, descriptions: str, extractor: str, name: str, device: str = "cpu",
-                        batch_size: int | None = None) -> Features:
-    """Encode stored description texts with a text extractor into feature ``name``."""
-    from modalrec.features.descriptions import load_descriptions
-    from modalrec.features.extraction import extract_items
-    from modalrec.features.registry import ExtractorOptions, get_extractor
-    from modalrec.features.store import FeatureStore
-
-    table, _ = load_descriptions(dataset_dir, descriptions)
-    items = pd.DataFrame({"item_id": table["item_id"].astype(str),
-                          "description": table["text"].where(table["has_output"], None)})
-    encoder = get_extractor(extractor, ExtractorOptions(fields=("description",), device=device))
-    result = extract_items(FeatureStore(dataset_dir), items, encoder, name=name, batch_size=batch_size,
-                           base_dir=Path(dataset_dir))
-    return result.features

@@ -386,3 +386,19 @@ def _jsonable(obj: Any) -> Any:
     import json
 
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def encode_descriptions(dataset_dir: str | Path, name: str, extractor: str, feature_name: str,
+                        device: str = "cpu", batch_size: int | None = None) -> Any:
+    """Encode stored description texts ``name`` with a text extractor into ``feature_name``
+    (items without an output are missing content); returns the ``ExtractionResult``."""
+    from modalrec.features.extraction import extract_items
+    from modalrec.features.registry import ExtractorOptions, get_extractor
+    from modalrec.features.store import FeatureStore
+
+    table, _ = load_descriptions(dataset_dir, name)
+    items = pd.DataFrame({"item_id": table["item_id"].astype(str),
+                          "description": table["text"].where(table["has_output"], None)})
+    encoder = get_extractor(extractor, ExtractorOptions(fields=("description",), device=device))
+    return extract_items(FeatureStore(dataset_dir), items, encoder, name=feature_name, batch_size=batch_size,
+                         base_dir=Path(dataset_dir))
