@@ -59,6 +59,7 @@ class Run:
     """'' | 'meanfill' (every row counts as content, MMRec's input) | 'shuffled' (rows permuted)."""
     reference: float | None = None
     """The reference toolbox's test recall@20 for this row, where published."""
+    seed: int = SEED
 
 
 # reference hyperparameters and results: ../shared/data/ml100k-mmrec-ref/README.md
@@ -179,16 +180,20 @@ def run_one(run: Run, split: Split, features: FeatureSet) -> dict:
         elif run.variant == "shuffled":
             permutation = np.random.default_rng(1).permutation(split.train.n_items)
             feats = {m: Features(f.matrix[permutation], f.mask[permutation]) for m, f in feats.items()}
-    model = cls(params, seed=SEED)
+    model = cls(params, seed=run.seed)
     start = time.perf_counter()
     model.fit(split.train, feats, split.valid)
     seconds = time.perf_counter() - start
     result = Evaluator(cutoffs=[10, 20], mask_valid_on_test=False).evaluate(model, split, "test")
     train_s = [h["train_seconds"] for h in model.history]
+    eval_s = [h["eval_seconds"] for h in model.history if "eval_seconds" in h]
+    valid = [h["recall@20"] for h in model.history if "recall@20" in h]
     return {"key": run.key, "model": run.model, "modalities": list(run.modalities), "variant": run.variant,
             "params": {k: v for k, v in run.params.items()}, **{k: float(v) for k, v in result.metrics.items()},
             "epochs": len(model.history), "best_epoch": model.best_epoch,
-            "s_per_epoch": float(np.median(train_s)), "fit_seconds": seconds, "reference": run.reference}
+            "s_per_epoch": float(np.median(train_s)), "s_per_eval": float(np.median(eval_s)) if eval_s else None,
+            "valid_best": max(valid, default=None),
+            "fit_seconds": seconds, "reference": run.reference, "seed": run.seed}
 
 
 def _worker(args: tuple[str, Run, dict]) -> dict:

@@ -16,6 +16,7 @@ from modalrec.errors import ConfigError, ModelError
 from modalrec.evaluation.evaluator import Evaluator
 from modalrec.models.base import Recommender
 from modalrec.models.bpr import BPR, BPRParams, bpr_loss, embedding_penalty
+from modalrec.training import sampler as sampler_module
 from modalrec.training.gradient import GradientRecommender, TrainParams
 from modalrec.training.sampler import PairwiseSampler
 from modalrec.training.trainer import CHECKPOINT, parse_metric
@@ -225,9 +226,13 @@ def test_saved_model_scores_identically(tmp_path: Path) -> None:
 
 # --- sampler ---------------------------------------------------------------------------------------
 
-def test_sampler_covers_each_pair_once_with_true_negatives() -> None:
+@pytest.mark.parametrize("bitset_bytes", [sampler_module.BITSET_BYTES, 0])
+def test_sampler_covers_each_pair_once_with_true_negatives(bitset_bytes: int, monkeypatch) -> None:
+    # both collision tests: the bit set and, where it would not fit, binary search
+    monkeypatch.setattr(sampler_module, "BITSET_BYTES", bitset_bytes)
     train = random_split(n_users=30, n_items=12, n=250).train
     sampler = PairwiseSampler(train, batch_size=16, seed=0, device=torch.device("cpu"))
+    assert (sampler.bits is None) == (bitset_bytes == 0)
     batches = list(sampler.epoch())
     assert len(batches) == len(sampler) == -(-train.nnz // 16)
     assert all(len(b[0]) == 16 for b in batches[:-1])

@@ -1,4 +1,14 @@
-"""BPR-MF: matrix factorisation trained with the Bayesian personalised ranking loss."""
+"""BPR-MF: matrix factorisation trained with the Bayesian personalised ranking loss.
+
+Parity (MovieLens-100K reference inputs and protocol, seed 999, ``benchmarks/parity.py``): test
+recall@20 0.3369 against MMRec's 0.3396 at reg_weight 1e-3; Baby, mean of three seeds, 0.0533
+against 0.0534. Speed finding: an epoch is 40 steps of 2,048 triples whose arithmetic is tiny
+(2,048 x 64 products); each step's cost is the framework's per-step work: three row gathers and
+their scatter-adds back into the tables (about 0.3 ms each through autograd), a dozen small
+element-wise kernels and the Adam update of both tables. A closed-form fused gradient was tried
+and was not faster on CPU: the custom autograd node costs what the saved kernels did. The epoch
+takes 0.13-0.17 CPU-s on one thread against MMRec's 0.39 s (2.3-3x).
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 One epoch draws every training interaction once, in a seeded random order, each with one item the
 user has not interacted with, drawn uniformly. Collisions with positives are redrawn in bulk, so
-there is no per-sample Python.
+there is no per-sample Python. Collisions are found in a bit set of the (user, item) pairs when it
+fits in ``BITSET_BYTES`` (one random byte read per draw), else by binary search among the sorted
+pairs (several cache misses per draw: about ten times slower on MovieLens-100K).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 from modalrec.data.interactions import Interactions
 from modalrec.errors import ModelError
 
+BITSET_BYTES = 64 << 20
+
 
 class PairwiseSampler:
     """Batches of (users, positives, negatives) as long tensors on ``device``."""
@@ -27,6 +31,10 @@ class PairwiseSampler:
         self.users = train.users
         self.items = train.items
         self.keys = self.users * self.n_items + self.items  # sorted: CSR rows and columns are sorted
+        self.bits: np.ndarray | None = None
+        if train.n_users * self.n_items <= 8 * BITSET_BYTES:
+            self.bits = np.zeros(-(-train.n_users * self.n_items // 8), dtype=np.uint8)
+            np.bitwise_or.at(self.bits, self.keys >> 3, (1 << (self.keys & 7)).astype(np.uint8))
         full = train.user_counts()[self.users] >= self.n_items
         if full.any():
             raise ModelError("a user has interacted with every item; no negative can be sampled")
@@ -48,6 +56,8 @@ class PairwiseSampler:
 
     def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         keys = users * self.n_items + items
+        if self.bits is not None:
+            return (self.bits[keys >> 3] >> (keys & 7)) & 1 == 1
         pos = np.searchsorted(self.keys, keys)
         pos = np.minimum(pos, len(self.keys) - 1)
         return self.keys[pos] == keys
