@@ -163,3 +163,23 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     columns = [c for c in resumed.columns if c != "fit_seconds"]
     pd.testing.assert_frame_equal(resumed[columns].sort_values(keys).reset_index(drop=True),
                                   fresh[columns].sort_values(keys).reset_index(drop=True))
+
+
+def test_trial_record_keeps_the_learning_curve_and_flags_the_epoch_cap(tmp_path, caplog):
+    data = small_dataset(tmp_path / "data")
+    common = dict(dataset="tiny", dataset_dir=str(data), label="bpr", model="bpr", stage="final",
+                  evaluation={"cutoffs": [10], "valid_metric": "recall@10"})
+    capped = trial_module.run_trial(trial_module.Trial(
+        params={"epochs": 4, "eval_every": 2, "patience": 50}, **common), tmp_path / "out")
+    assert [h["epoch"] for h in capped["history"]] == [1, 2, 3, 4]
+    assert ["recall@10" in h for h in capped["history"]] == [False, True, False, True]
+    assert capped["hit_epoch_cap"] is True
+    assert "epoch cap" in caplog.text
+    # patience 1 with lr 0: no validation can beat the first, so training stops by patience
+    stopped = trial_module.run_trial(trial_module.Trial(
+        params={"epochs": 40, "eval_every": 1, "patience": 1, "lr": 1e-12}, **common), tmp_path / "out")
+    assert stopped["hit_epoch_cap"] is False and len(stopped["history"]) == stopped["best_epoch"] + 1
+    popularity = trial_module.run_trial(trial_module.Trial(
+        dataset="tiny", dataset_dir=str(data), label="mostpop", model="mostpop", params={}, stage="final",
+        evaluation={"cutoffs": [10], "valid_metric": "recall@10"}), tmp_path / "out")
+    assert popularity["hit_epoch_cap"] is None and popularity["history"] == []

@@ -106,11 +106,31 @@ def run_trial(trial: Trial, root: str | Path, threads: int | None = None) -> dic
         "metrics": metrics,
         "fit_seconds": fit_seconds,
         "best_epoch": getattr(model, "best_epoch", None),
+        "history": list(getattr(model, "history", None) or []),
+        "hit_epoch_cap": _hit_epoch_cap(model),
     }
+    if record["hit_epoch_cap"]:
+        log.warning("trial %s %s %s seed %d ran to its epoch cap without early stopping (best epoch %s): "
+                    "it may not have converged; raise epochs", trial.label, trial.feature_set, trial.variant,
+                    trial.seed, record["best_epoch"])
     io.write_json(trial_path(root, trial.key), record)
     log.info("trial %s %s %s seed %d: %s", trial.label, trial.feature_set, trial.variant, trial.seed,
              {p: round(m.get(valid_metric, float("nan")), 4) for p, m in metrics.items()})
     return record
+
+
+def _hit_epoch_cap(model: Any) -> bool | None:
+    """Whether an epoch-trained model stopped at ``epochs`` rather than by early stopping, a sign
+    that it was still improving (None for models without epochs). The learning curve itself is
+    kept in the record's ``history``."""
+    epochs = getattr(model.params, "epochs", None)
+    history = getattr(model, "history", None)
+    if not isinstance(epochs, int) or not history:
+        return None
+    best = getattr(model, "best_epoch", 0) or 0
+    after_best = [h for h in history if "eval_seconds" in h and h["epoch"] > best]  # validated epochs
+    stopped_by_patience = len(after_best) >= getattr(model.params, "patience", 1)
+    return history[-1]["epoch"] >= epochs and not stopped_by_patience
 
 
 def per_user_values(root: Path, key: str, part: str) -> pd.DataFrame:
