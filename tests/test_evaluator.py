@@ -15,15 +15,16 @@ from conftest import random_split
 from modalrec.data.interactions import Interactions
 from modalrec.data.split import Split
 from modalrec.errors import ConfigError, ModelError
-from modalrec.evaluation.evaluator import CPU_BATCH_BYTES, Evaluator, gini
+from modalrec.evaluation.evaluator import CPU_BATCH_BYTES, HELD_OUT_TIE_SEED, Evaluator, gini
 from modalrec.evaluation.metrics import RANKING_METRICS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 # --- the slow reference ---------------------------------------------------------------------
-def reference(scores, target, exclude, popularity, cutoffs, threshold=None, graded=False):
-    """Per-user loops and sorted(); returns (metrics, per_user {name: {user: value}}, n_skipped)."""
+def reference(scores, target, exclude, popularity, cutoffs, threshold=None, graded=False, held_out=False):
+    """Per-user loops and sorted(); returns (metrics, per_user {name: {user: value}}, n_skipped).
+    ``held_out``: only the items that occur in ``target`` are candidates."""
     n_users, n_items = scores.shape
     rows = {}  # user -> {item: gain}
     rated = Counter()
@@ -37,6 +38,9 @@ def reference(scores, target, exclude, popularity, cutoffs, threshold=None, grad
         else:
             continue
         rows.setdefault(user, {})[item] = gain
+    # ties: lower item index first; among held-out candidates, a fixed random order of the items
+    order = np.random.default_rng(HELD_OUT_TIE_SEED).permutation(n_items) if held_out else np.arange(n_items)
+    tie_rank = {int(item): r for r, item in enumerate(order)}
     masked = {}
     for part in exclude:
         for user, item in zip(part.users.tolist(), part.items.tolist()):
@@ -52,8 +56,9 @@ def reference(scores, target, exclude, popularity, cutoffs, threshold=None, grad
     for user in sorted(rows):
         gains = rows[user]
         n_rel = len(gains)
-        candidates = [i for i in range(n_items) if i not in masked.get(user, set())]
-        ranking = sorted(candidates, key=lambda i: (-float(scores[user, i]), i))
+        allowed = set(target.items.tolist()) if held_out else set(range(n_items))
+        candidates = [i for i in range(n_items) if i in allowed and i not in masked.get(user, set())]
+        ranking = sorted(candidates, key=lambda i: (-float(scores[user, i]), tie_rank[i]))
         for k in cutoffs:
             top = ranking[:k]
             hits = [gains.get(i, 0.0) > 0 for i in top]
@@ -78,7 +83,8 @@ def reference(scores, target, exclude, popularity, cutoffs, threshold=None, grad
     metrics = {name: (sum(v.values()) / len(v) if v else 0.0) for name, v in per_user.items()}
     for k in cutoffs:
         c = counts[k]
-        metrics[f"coverage@{k}"] = sum(1 for x in c if x > 0) / n_items
+        n_candidates = len(set(target.items.tolist())) if held_out else n_items
+        metrics[f"coverage@{k}"] = sum(1 for x in c if x > 0) / max(1, n_candidates)
         metrics[f"novelty@{k}"] = sum(info[k]) / len(info[k]) if info[k] else 0.0
         total = sum(c)  # Gini by mean absolute difference, no sorting
         metrics[f"gini@{k}"] = (sum(abs(a - b) for a in c for b in c) / (2 * n_items * total)) if total else 0.0
@@ -140,24 +146,26 @@ def cases(draw):
     graded = threshold is not None and draw(st.booleans())
     mask_valid = draw(st.booleans())
     overlap = draw(st.booleans())
+    held_out = draw(st.booleans())
     seed = draw(st.integers(0, 2**31 - 1))
-    return n_users, n_items, density, levels, cutoffs, threshold, graded, mask_valid, overlap, seed
+    return n_users, n_items, density, levels, cutoffs, threshold, graded, mask_valid, overlap, held_out, seed
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=80, deadline=None)
 @given(case=cases())
 def test_matches_reference_on_random_data(device, case):
-    n_users, n_items, density, levels, cutoffs, threshold, graded, mask_valid, overlap, seed = case
+    n_users, n_items, density, levels, cutoffs, threshold, graded, mask_valid, overlap, held_out, seed = case
     rng = np.random.default_rng(seed)
     split = make_split(rng, n_users, n_items, density, cold_users=min(2, n_users - 1), overlap=overlap)
     scores = rng.integers(0, levels, size=(n_users, n_items)).astype(np.float32)
     exclude = [split.train, split.valid] if mask_valid else [split.train]
-    expected = reference(scores, split.test, exclude, split.train, cutoffs, threshold, graded)
+    expected = reference(scores, split.test, exclude, split.train, cutoffs, threshold, graded, held_out)
     results = []
     for batch_size in (1, 7, None):
         evaluator = Evaluator(cutoffs=cutoffs, relevance_threshold=threshold, graded=graded,
-                              mask_valid_on_test=mask_valid, batch_size=batch_size, device=device)
+                              mask_valid_on_test=mask_valid, batch_size=batch_size, device=device,
+                              candidates="held-out" if held_out else "all")
         model = MatrixModel(scores, device)
         results.append(evaluator.evaluate(model, split, "test"))
         assert torch.equal(model.matrix.cpu(), torch.from_numpy(scores))
@@ -298,6 +306,8 @@ def test_errors():
         Evaluator(cutoffs=[0])
     with pytest.raises(ConfigError, match="threshold"):
         Evaluator(graded=True)
+    with pytest.raises(ConfigError, match="'all' or 'held-out'"):
+        Evaluator(candidates="cold")
     unrated = Interactions(split.test.n_users, split.test.n_items, split.test.indptr, split.test.indices)
     with pytest.raises(ConfigError, match="needs ratings"):
         Evaluator(relevance_threshold=4).run(lambda u: torch.zeros(len(u), 40), unrated, [])
@@ -308,6 +318,24 @@ def test_errors():
     other = Interactions.from_arrays([0], [0], 3, 3)
     with pytest.raises(ConfigError, match="shape"):
         Evaluator().run(lambda u: torch.zeros(len(u), 40), split.test, [other])
+
+
+def test_held_out_candidates_break_ties_in_a_random_item_order():
+    """A model that scores every new item alike must not profit from item ids that follow
+    popularity. Half the users hold out items 0-4, half items 50-99: under the index rule a
+    constant scorer would find all of the first half's items (recall 0.5 on average)."""
+    n_users, n_items = 100, 100
+    first = np.repeat(np.arange(50), 5), np.tile(np.arange(5), 50)
+    second = np.repeat(np.arange(50, 100), 50), np.tile(np.arange(50, 100), 50)
+    target = Interactions.from_arrays(np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]]),
+                                      n_users, n_items)
+    empty = Interactions.from_arrays([], [], n_users, n_items)
+    result = Evaluator(cutoffs=[5], candidates="held-out").run(lambda u: torch.zeros(len(u), n_items), target, [empty])
+    order = np.random.default_rng(HELD_OUT_TIE_SEED).permutation(n_items)
+    top = [i for i in order if i < 5 or i >= 50][:5]
+    expected = 0.5 * sum(i < 5 for i in top) / 5 + 0.5 * sum(i >= 50 for i in top) / 50
+    assert result.metrics["recall@5"] == pytest.approx(expected)
+    assert expected < 0.25
 
 
 def test_batch_size_from_memory_budget():

@@ -17,7 +17,8 @@ from test_runner import config_dict, small_dataset
 def report_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
     data = small_dataset(root / "data")
-    raw = config_dict(data, models=[{"name": "mostpop"}, {"name": "attribute_knn", "feature_sets": ["noise"]}])
+    raw = config_dict(data, models=[{"name": "mostpop"}, {"name": "attribute_knn", "feature_sets": ["noise"]}],
+                      audits={"shuffled": True, "random": True, "drop_modality": True, "cold_item": True})
     Runner(parse_config(raw), root / "out", progress=False).run()
     build_report(root / "out")
     return root / "out"
@@ -25,12 +26,13 @@ def report_dir(tmp_path_factory) -> Path:
 
 def test_markdown_has_tables_audit_and_selection(report_dir):
     text = (report_dir / "report.md").read_text()
-    for heading in ("## Results", "## Content-leverage audit", "## Selected hyperparameters",
+    for heading in ("## Results", "## Content-leverage audit", "## Cold-item audit", "## Selected hyperparameters",
                     "## Representation diagnostics", "## Item explorer"):
         assert heading in text
     assert "| attribute_knn | noise |" in text
     assert "shuffled" in text and "random" in text
     assert (report_dir / "figures" / "results-tiny.png").stat().st_size > 1000
+    assert (report_dir / "figures" / "cold-tiny.png").stat().st_size > 1000
 
 
 def test_html_is_self_contained(report_dir):

@@ -118,6 +118,37 @@ def test_final_and_audit_rows_cover_every_seed_and_variant(tmp_path):
     assert set(final["split"]) == {"valid", "test"}
 
 
+def test_cold_item_audit_retrains_content_models_and_the_reference_on_cold_items(tmp_path):
+    data = small_dataset(tmp_path / "data")
+    raw = config_dict(data, models=[{"name": "mostpop"}, {"name": "attribute_knn", "feature_sets": ["noise"]},
+                                    {"name": "bpr", "params": {"epochs": 2}}],
+                      audits={"shuffled": True, "random": False, "drop_modality": False, "cold_item": True})
+    results = Runner(parse_config(raw), tmp_path / "out", progress=False).run()
+    cold = results[results["stage"] == "cold"]
+    # content models and the significance reference (mostpop), not the other baselines
+    assert set(cold["model"]) == {"attribute_knn", "mostpop"}
+    assert set(cold["seed"]) == {0, 1} and set(cold["split"]) == {"valid", "test"}
+    assert set(cold["variant"]) == {"real"}
+    key = cold[cold["model"] == "attribute_knn"]["trial"].iloc[0]
+    trial = _trial_from_key(tmp_path / "out", key)
+    split = Dataset.load(trial.dataset_dir).require_split()
+    assert split.protocol == "cold-item"
+    assert not set(split.test.items) & set(split.train.items)  # test items never seen in training
+    assert FeatureStore(Path(trial.dataset_dir)).exists("noise")  # features came along, not re-made
+    # the cold rows are evaluated among held-out items only: recomputed here, to the bit
+    record = trial_module.io.read_json(trial_module.trial_path(tmp_path / "out", key))
+    from modalrec.models.registry import get_model, parse_params
+
+    model_cls = get_model(trial.model)
+    model = model_cls(parse_params(model_cls, trial.params), seed=trial.seed)
+    model.fit(split.train, {"noise": FeatureStore(Path(trial.dataset_dir)).load("noise")}, split.valid)
+    evaluator = Evaluator(cutoffs=[5, 10], candidates="held-out")
+    assert evaluator.evaluate(model, split, "test").metrics == record["metrics"]["test"]
+    assert Evaluator(cutoffs=[5, 10]).evaluate(model, split, "test").metrics != record["metrics"]["test"]
+    # the warm results are untouched by the audit
+    assert set(results[results["stage"] == "final"]["model"]) == {"mostpop", "attribute_knn", "bpr"}
+
+
 def test_rerun_is_a_cache_hit(tmp_path, monkeypatch):
     data = small_dataset(tmp_path / "data")
     config = parse_config(config_dict(data))

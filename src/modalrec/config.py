@@ -134,6 +134,10 @@ class AuditConfig(Strict):
     shuffled: bool = True
     random: bool = True
     drop_modality: bool = True
+    cold_item: bool = False
+    """The second audit: retrain the chosen configuration of every content model and of the
+    significance reference on a cold-item split of each data set (items held out of training
+    entirely, ranked among themselves), where only content can tell the new items apart."""
 
 
 class SignificanceConfig(Strict):

@@ -48,6 +48,9 @@ def _run(args: argparse.Namespace, config_path: Path | None = None) -> int:
     if outcome.audit_rows:
         print()
         print_table(outcome.audit_header, outcome.audit_rows)
+    if outcome.cold_rows:
+        print("\ncold-item audit (held-out items never seen in training, ranked among themselves):")
+        print_table(outcome.summary_header, outcome.cold_rows)
     print(f"\nresults: {outcome.results_path}\nreport:  {outcome.html_path}")
     return 0
 

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]
 
-CPU_BATCH_BYTES = 16 << 20  # score-matrix bytes per batch on CPU (see Evaluator.batch_users)
+CPU_BATCH_BYTES = 16 << 20
+HELD_OUT_TIE_SEED = 0  # score-matrix bytes per batch on CPU (see Evaluator.batch_users)
 
 
 @dataclass
@@ -53,6 +54,12 @@ class Evaluator:
     ``graded``: nDCG gains ``2^(r - t + 1) - 1`` instead of 1 (needs a threshold ``t``).
     ``mask_valid_on_test``: when testing, mask validation items as well as training items. On by
     default, since they are known interactions; off reproduces protocols that mask only train.
+    ``candidates``: ``"all"`` ranks every item; ``"held-out"`` ranks only the items that occur in
+    the evaluated part, the cold-item protocol (held-out items never seen in training compete
+    with each other, not with the warm catalog that every model can score). There, equal scores
+    rank in a fixed random order of the items (``HELD_OUT_TIE_SEED``), not by item index: a model
+    that cannot tell new items apart gives them all one score, and item ids often follow
+    popularity or age, which the index rule would hand it for free.
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class Evaluator:
         device: str = "cpu",
         memory_mb: int = 512,
         progress: bool = False,
+        candidates: str = "all",
     ) -> None:
         if not cutoffs or min(cutoffs) < 1:
             raise ConfigError(f"cutoffs must be positive integers, got {list(cutoffs)}")
@@ -74,6 +82,8 @@ class Evaluator:
             raise ConfigError(f"memory_mb must be positive, got {memory_mb}")
         if graded and relevance_threshold is None:
             raise ConfigError("graded gains need a relevance threshold", hint="pass --relevance-threshold 4")
+        if candidates not in ("all", "held-out"):
+            raise ConfigError(f"candidates must be 'all' or 'held-out', got {candidates!r}")
         self.cutoffs = sorted({int(k) for k in cutoffs})
         self.relevance_threshold = relevance_threshold
         self.graded = graded
@@ -82,6 +92,7 @@ class Evaluator:
         self.device = torch.device(device)
         self.memory_mb = memory_mb
         self.progress = progress
+        self.candidates = candidates
 
     def evaluate(self, model: object, split: Split, part: str = "test") -> EvaluationResult:
         """Evaluate a fitted recommender (anything with ``score(users)``) on a split part."""
@@ -148,8 +159,16 @@ class Evaluator:
         # Index tensors built once per run; each batch then only gathers its users' rows.
         gains_rows = _CsrRows(gains_csr.indptr, gains_csr.indices, gains_csr.data, dev)
         mask_rows = _CsrRows(*_merged_pattern(exclude, n_users, n_items), None, dev)
+        pool = None  # held-out candidates only: their item indices, in the tie order
+        n_candidates = n_items
+        if self.candidates == "held-out":
+            inside = np.zeros(n_items, dtype=bool)
+            inside[target.items] = True
+            order = np.random.default_rng(HELD_OUT_TIE_SEED).permutation(n_items)
+            pool = torch.as_tensor(order[inside[order]], dtype=torch.long, device=dev)
+            n_candidates = len(pool)
         binary = not self.graded
-        k_max = min(max(self.cutoffs), n_items)
+        k_max = min(max(self.cutoffs), n_candidates)
         batch = self.batch_users(n_items)
         # Recommendation counts per item, by the first cutoff that covers each rank (one
         # index_add per batch); a cumulative sum over cutoffs at the end gives the counts at k.
@@ -178,7 +197,11 @@ class Evaluator:
             del raw
             row, col, _ = mask_rows.gather(rows_t)
             scores.view(-1).index_fill_(0, row * n_items + col, -torch.inf)
-            values, top = topk_deterministic(scores, k_max)
+            if pool is None:
+                values, top = topk_deterministic(scores, k_max)
+            else:  # rank the candidates only; ties by their position in the pool
+                values, top = topk_deterministic(scores[:, pool], k_max)
+                top = pool[top]
             del scores
             if bool(torch.isnan(values[:, 0]).any()):
                 raise ModelError("the model produced NaN scores", hint="check the training loss and inputs")
@@ -202,7 +225,7 @@ class Evaluator:
         for j, k in enumerate(self.cutoffs):
             counts = counts_at[j]
             total = counts.sum()
-            metrics[f"coverage@{k}"] = float((counts > 0).sum() / n_items)
+            metrics[f"coverage@{k}"] = float((counts > 0).sum() / max(1, n_candidates))
             metrics[f"novelty@{k}"] = float(counts @ self_info / total) if total else 0.0
             metrics[f"gini@{k}"] = gini(counts)
         seconds = time.perf_counter() - start

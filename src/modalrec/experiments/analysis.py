@@ -18,14 +18,15 @@ from modalrec.experiments.trial import per_user_values
 GROUP = ["dataset", "model", "feature_set"]
 
 
-def final_rows(results: pd.DataFrame, split: str = "test", variant: str = "real") -> pd.DataFrame:
-    rows = results[(results["stage"] == "final") & (results["split"] == split)]
+def final_rows(results: pd.DataFrame, split: str = "test", variant: str = "real", stage: str = "final") -> pd.DataFrame:
+    """Rows of one stage (``final``, or ``cold`` for the cold-item audit) and split."""
+    rows = results[(results["stage"] == stage) & (results["split"] == split)]
     return rows[rows["variant"] == variant] if variant else rows
 
 
-def summary(results: pd.DataFrame, metrics: list[str], split: str = "test") -> pd.DataFrame:
+def summary(results: pd.DataFrame, metrics: list[str], split: str = "test", stage: str = "final") -> pd.DataFrame:
     """Mean and sample std over seeds of ``metrics`` (``'recall@20'`` ...) per model and feature set."""
-    rows = final_rows(results, split)
+    rows = final_rows(results, split, stage=stage)
     rows = rows.assign(name=rows["metric"] + "@" + rows["cutoff"].astype(str))
     rows = rows[rows["name"].isin(metrics)]
     table = rows.groupby(GROUP + ["name"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
@@ -44,10 +45,11 @@ def seed_mean_per_user(root: Path, results: pd.DataFrame, metric: str, split: st
     return pd.concat(frames, axis=1).mean(axis=1)
 
 
-def compare(root: Path, results: pd.DataFrame, reference: str, metric: str, split: str = "test") -> pd.DataFrame:
+def compare(root: Path, results: pd.DataFrame, reference: str, metric: str, split: str = "test",
+            stage: str = "final") -> pd.DataFrame:
     """Every configuration against ``reference`` (a model label), per data set, Holm-corrected."""
     metric_name, _, cutoff = metric.partition("@")
-    rows = final_rows(results, split)
+    rows = final_rows(results, split, stage=stage)
     rows = rows[(rows["metric"] == metric_name) & (rows["cutoff"] == int(cutoff))]
     out = []
     for dataset, in_dataset in rows.groupby("dataset", sort=False):

@@ -7,6 +7,7 @@ never leaves a half data set that a rerun would trust.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,33 @@ def prepare_dataset(config: DatasetConfig, root: Path) -> Path:
     partial.rename(folder)
     log.info("prepared data set %s: %s", config.name, Dataset.load(folder).info())
     return folder
+
+
+def prepare_cold_dataset(dataset_dir: Path, ratios: tuple[float, float, float], seed: int) -> Path:
+    """A copy of a prepared data set (features included) re-split by the cold-item protocol, built
+    beside it if missing. Files are hard-linked where the file system allows: nothing is re-extracted."""
+    from modalrec.data.splitting import cold_item_split
+
+    folder = dataset_dir.with_name(f"{dataset_dir.name}-cold-{content_hash([list(ratios), seed])}")
+    if (folder / "manifest.json").exists():
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(dataset_dir, partial, copy_function=_link_or_copy)
+    (partial / "manifest.json").unlink()  # replaced (not edited through a link) by the save below
+    dataset = Dataset.load(dataset_dir)
+    dataset.with_split(cold_item_split(dataset.interactions, ratios, seed)).save(partial)
+    partial.rename(folder)
+    log.info("prepared the cold-item copy of %s", dataset_dir.name)
+    return folder
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _import(config: DatasetConfig, folder: Path) -> tuple[Dataset, dict[str, Features]]:

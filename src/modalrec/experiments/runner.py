@@ -6,7 +6,10 @@ Phases, per data set:
    TPE); test metrics are never computed for these trials;
 3. **final**: the chosen configuration is trained for every seed and evaluated on valid and test;
 4. **audit**: content models are retrained with shuffled and random features and with each
-   modality dropped, for every seed, so the gain attributable to content can be tested.
+   modality dropped, for every seed, so the gain attributable to content can be tested;
+5. **cold-item audit** (``audits.cold_item``): the chosen configurations of the content models and
+   of the significance reference are retrained on a cold-item copy of each data set (stage
+   ``cold``), where held-out items never occur in training and are ranked among themselves.
 
 Each trial is cached by content hash, so a rerun resumes. ``results.parquet`` has one row per
 trial x seed x split x metric x cutoff.
@@ -15,7 +18,7 @@ trial x seed x split x metric x cutoff.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from tqdm.auto import tqdm
 from modalrec import io
 from modalrec.config import ExperimentConfig, ModelConfig
 from modalrec.experiments.backends import Backend, LocalBackend
-from modalrec.experiments.preparation import prepare_dataset, prepare_features
+from modalrec.experiments.preparation import prepare_cold_dataset, prepare_dataset, prepare_features
 from modalrec.experiments.search import grid, tpe_search
 from modalrec.experiments.trial import Trial
 from modalrec.models.registry import get_model
@@ -78,9 +81,14 @@ class Runner:
     # --- phases ------------------------------------------------------------------------------------
     def _jobs(self) -> list[Job]:
         jobs = []
+        self._cold_dirs: dict[str, str] = {}
         for dataset_config in self.config.datasets:
             dataset_dir = prepare_dataset(dataset_config, self.out / "datasets")
             prepare_features(dataset_dir, self.config.features, self.config.device)
+            split = dataset_config.split
+            if self.config.audits.cold_item and split.protocol != "cold-item":
+                ratios, seed = (split.ratios, split.seed) if split.protocol != "fixed" else ((0.8, 0.1, 0.1), 0)
+                self._cold_dirs[dataset_config.name] = str(prepare_cold_dataset(dataset_dir, ratios, seed))
             for model in self.config.models:
                 probe = Job(dataset_config.name, str(dataset_dir), model, "", [])
                 if probe.uses_features:
@@ -93,6 +101,8 @@ class Runner:
 
     def _trial(self, job: Job, params: dict[str, Any], seed: int, stage: str, variant: str = "real") -> Trial:
         evaluation = self.config.evaluation.model_dump()
+        if stage == "cold":  # part of the trial's identity: rank the held-out items only
+            evaluation["candidates"] = "held-out"
         return Trial(
             dataset=job.dataset, dataset_dir=job.dataset_dir, label=job.model.name,
             model=job.model.model or job.model.name, params=params, features=job.features,
@@ -153,6 +163,10 @@ class Runner:
                     variants += [f"drop:{name}" for name in job.features]
             trials += [self._trial(job, pick["params"], seed, "final", variant)
                        for variant in variants for seed in self.config.seeds]
+            cold_dir = self._cold_dirs.get(job.dataset)
+            if cold_dir and (job.uses_features or job.model.name == self.config.significance.reference):
+                cold_job = replace(job, dataset_dir=cold_dir)
+                trials += [self._trial(cold_job, pick["params"], seed, "cold") for seed in self.config.seeds]
         return self._run(trials)
 
 

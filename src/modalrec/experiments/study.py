@@ -20,6 +20,8 @@ class StudyOutcome:
     summary_rows: list[list[str]]
     audit_header: list[str] = field(default_factory=list)
     audit_rows: list[list[str]] = field(default_factory=list)
+    cold_rows: list[list[str]] = field(default_factory=list)
+    """The cold-item audit, in the summary's columns (empty when it was not run)."""
 
 
 def run_study(config: ExperimentConfig, out: str | Path, backend: Backend | None = None,
@@ -31,14 +33,19 @@ def run_study(config: ExperimentConfig, out: str | Path, backend: Backend | None
     md_path, html_path = build_report(out)
     k = max(config.evaluation.cutoffs)
     metrics = [f"recall@{k}", f"ndcg@{k}"]
-    table = analysis.summary(results, metrics)
     header = ["data set", "model", "features", *metrics]
-    rows = [[r["dataset"], r["model"], r["feature_set"] or "-",
-             *(f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}" if r["seeds"] > 1 else f"{r[f'{m}_mean']:.4f}"
-               for m in metrics)]
-            for _, r in table.iterrows()]
+
+    def rows_of(stage: str) -> list[list[str]]:
+        table = analysis.summary(results, metrics, stage=stage)
+        return [[r["dataset"], r["model"], r["feature_set"] or "-",
+                 *(f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}" if r["seeds"] > 1 else f"{r[f'{m}_mean']:.4f}"
+                   for m in metrics)]
+                for _, r in table.iterrows()]
+
     audit = analysis.audit(out, results, metrics[0])
     audit_header = ["data set", "model", "features", "real minus", "gain", "p (Holm)"]
     audit_rows = [[r["dataset"], r["model"], r["feature_set"], r["against"], f"{r['gain']:+.4f}", f"{r['t_p_holm']:.2g}"]
                   for _, r in audit.iterrows()] if not audit.empty else []
-    return StudyOutcome(out / "results.parquet", md_path, html_path, header, rows, audit_header, audit_rows)
+    cold = rows_of("cold") if (results["stage"] == "cold").any() else []
+    return StudyOutcome(out / "results.parquet", md_path, html_path, header, rows_of("final"), audit_header,
+                        audit_rows, cold)

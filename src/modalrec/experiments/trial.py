@@ -5,7 +5,9 @@ A trial is identified by the hash of everything that defines it. Its record
 leaves either a complete trial or none, and a rerun skips exactly the finished ones.
 
 Selection trials are evaluated on validation only: their test metrics are never computed, so
-hyperparameter choice cannot read the test set.
+hyperparameter choice cannot read the test set. Trials whose evaluation says ``candidates:
+held-out`` (the cold-item audit) rank only the held-out items of the part they evaluate, for early
+stopping as for the reported metrics.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from modalrec.models.registry import get_model, parse_params
 
 log = logging.getLogger(__name__)
 
-STAGES = ("selection", "final")
+STAGES = ("selection", "final", "cold")
 
 
 @dataclass
@@ -85,14 +87,18 @@ def run_trial(trial: Trial, root: str | Path, threads: int | None = None) -> dic
     params = dict(trial.params)
     evaluation = dict(trial.evaluation)
     valid_metric = evaluation.pop("valid_metric", "recall@20")
-    if "valid_metric" in {f.name for f in dataclasses.fields(model_cls.Params)}:
+    fields = {f.name for f in dataclasses.fields(model_cls.Params)}
+    if "valid_metric" in fields:
         params.setdefault("valid_metric", valid_metric)
+    candidates = evaluation.pop("candidates", "all")
+    if "valid_candidates" in fields:
+        params["valid_candidates"] = candidates
     features = apply_variant(load_features(dataset, trial.features), trial.variant, trial.seed)
     model = model_cls(parse_params(model_cls, params), seed=trial.seed, device=trial.device)
     start = time.perf_counter()
     model.fit(split.train, features, split.valid)
     fit_seconds = time.perf_counter() - start
-    evaluator = Evaluator(device=trial.device, **evaluation)
+    evaluator = Evaluator(device=trial.device, candidates=candidates, **evaluation)
     metrics: dict[str, dict[str, float]] = {}
     for part in trial.parts:
         result = evaluator.evaluate(model, split, part)

@@ -24,6 +24,11 @@ configures 0.7. Both keep the graphs sparse: O(items x k x modalities) edges, ne
 items matrix (the reference code uses dense ones). Items without content get no content edges.
 A learned graph row whose similarity sum is not positive gets a zero row (the reference would give
 NaN).
+
+Finding (``benchmarks/multimodal_quality.py synthetic``: 2,000 users x 3,000 items, content weight
+0.8, every model tuned on validation, three seeds): LATTICE 0.173 ± 0.008 test recall@20 against
+LightGCN's 0.169 ± 0.002 and FREEDOM's 0.196 ± 0.002; with the feature rows shuffled it falls to
+0.158, so it uses the content, but the learned graph adds little over a 4-layer LightGCN there.
 """
 
 from __future__ import annotations

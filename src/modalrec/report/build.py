@@ -89,6 +89,7 @@ def build_report(out: str | Path) -> tuple[Path, Path]:
     sections = [
         results_section(config, results, out, headline),
         audit_section(config, results, out, headline[0]),
+        *([cold_section(config, results, out, headline)] if (results["stage"] == "cold").any() else []),
         selection_section(selection, ev.valid_metric),
     ]
     datasets = _datasets(out, results)
@@ -114,10 +115,27 @@ def build_report(out: str | Path) -> tuple[Path, Path]:
 
 def results_section(config: ExperimentConfig, results: pd.DataFrame, out: Path, headline: list[str]) -> Section:
     section = Section("Results")
-    table = analysis.summary(results, headline)
+    _result_tables(section, config, results, out, headline, "final")
+    return section
+
+
+def cold_section(config: ExperimentConfig, results: pd.DataFrame, out: Path, headline: list[str]) -> Section:
+    section = Section("Cold-item audit")
+    section.text("The chosen configurations retrained on a cold-item split of the same interactions: the test "
+                 "items never occur in training and are ranked among themselves. Only content can tell "
+                 "them apart, so a collaborative model ranks them about at random.")
+    _result_tables(section, config, results, out, headline, "cold")
+    return section
+
+
+def _result_tables(section: Section, config: ExperimentConfig, results: pd.DataFrame, out: Path,
+                   headline: list[str], stage: str) -> None:
+    """Per data set: mean ± std over seeds, significance marks against the reference, a bar plot."""
+    table = analysis.summary(results, headline, stage=stage)
     reference = config.significance.reference
-    comparisons = analysis.compare(out, results, reference, headline[0]) if reference else pd.DataFrame()
+    comparisons = analysis.compare(out, results, reference, headline[0], stage=stage) if reference else pd.DataFrame()
     alpha = config.significance.alpha
+    prefix, label = ("results", "test") if stage == "final" else (stage, "cold-item test")
     for dataset, part in table.groupby("dataset", sort=False):
         shown = pd.DataFrame({"model": part["model"], "features": part["feature_set"].replace("", "-")})
         for metric in headline:
@@ -128,12 +146,11 @@ def results_section(config: ExperimentConfig, results: pd.DataFrame, out: Path, 
         shown["seeds"] = part["seeds"].astype(int).to_numpy()
         section.text(f"Data set {dataset}:")
         section.table(shown.reset_index(drop=True))
-        section.figure(plots.metric_bars(part, headline[0], f"{dataset}: {headline[0]} (test)"),
-                       f"results-{dataset}", out, f"{dataset}: test {headline[0]}, mean ± std over seeds")
+        section.figure(plots.metric_bars(part, headline[0], f"{dataset}: {headline[0]} ({label})"),
+                       f"{prefix}-{dataset}", out, f"{dataset}: {label} {headline[0]}, mean ± std over seeds")
     if reference:
         section.text(f"Marks: ▲/▼ significantly better/worse than {reference} (paired t-test on per-user "
                      f"{headline[0]} averaged over seeds, Holm-corrected, alpha {alpha}); = no significant difference.")
-    return section
 
 
 def _mark(marks: pd.DataFrame, model: str, feature_set: str, alpha: float) -> str:

@@ -41,6 +41,9 @@ class TrainParams:
     """Stop after this many validations without improvement; the best weights are restored."""
     valid_metric: str = "recall@20"
     """Model-selection metric on validation, METRIC@K (the reference study's and MMRec's)."""
+    valid_candidates: str = "all"
+    """Items ranked on validation: ``all``, or ``held-out`` (only the validation items, the
+    cold-item protocol; see ``Evaluator``)."""
     weight_decay: float = 0.0
     """L2 on every parameter, added to its gradient by Adam (torch's coupled ``weight_decay``,
     MMRec's option, 0 by default: models regularise the batch's embeddings in their loss)."""

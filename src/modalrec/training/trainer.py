@@ -74,7 +74,8 @@ class Trainer:
         self.params = model.params
         metric, cutoff = parse_metric(self.params.valid_metric)
         self.metric_key = f"{metric}@{cutoff}"
-        self.evaluator = evaluator or Evaluator(cutoffs=[cutoff], device=str(model.device))
+        self.evaluator = evaluator or Evaluator(cutoffs=[cutoff], device=str(model.device),
+                                                candidates=self.params.valid_candidates)
         self.progress = progress
         self.callbacks = list(callbacks or []) + list(getattr(model, "callbacks", []))
         if checkpoint_every < 1:
