@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]
 
-CPU_BATCH_BYTES = 16 << 20
-HELD_OUT_TIE_SEED = 0  # score-matrix bytes per batch on CPU (see Evaluator.batch_users)
+CPU_BATCH_BYTES = 16 << 20  # score-matrix bytes per batch on CPU (see Evaluator.batch_users)
+HELD_OUT_TIE_SEED = 0  # the random item order that breaks ties among held-out candidates
 
 
 @dataclass

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from modalrec import io
 from modalrec.config import ExperimentConfig, ModelConfig
+from modalrec.data.splitting import DEFAULT_RATIOS
 from modalrec.experiments.backends import Backend, LocalBackend
 from modalrec.experiments.preparation import prepare_cold_dataset, prepare_dataset, prepare_features
 from modalrec.experiments.search import grid, tpe_search
@@ -59,6 +60,7 @@ class Runner:
         self.backend = backend or LocalBackend(1)
         self.progress = progress
         self._bar: tqdm | None = None
+        self._cold_dirs: dict[str, str] = {}  # data set name -> its cold-item copy (audits.cold_item)
 
     # --- public ------------------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
@@ -81,13 +83,12 @@ class Runner:
     # --- phases ------------------------------------------------------------------------------------
     def _jobs(self) -> list[Job]:
         jobs = []
-        self._cold_dirs: dict[str, str] = {}
         for dataset_config in self.config.datasets:
             dataset_dir = prepare_dataset(dataset_config, self.out / "datasets")
             prepare_features(dataset_dir, self.config.features, self.config.device)
             split = dataset_config.split
             if self.config.audits.cold_item and split.protocol != "cold-item":
-                ratios, seed = (split.ratios, split.seed) if split.protocol != "fixed" else ((0.8, 0.1, 0.1), 0)
+                ratios, seed = (split.ratios, split.seed) if split.protocol != "fixed" else (DEFAULT_RATIOS, 0)
                 self._cold_dirs[dataset_config.name] = str(prepare_cold_dataset(dataset_dir, ratios, seed))
             for model in self.config.models:
                 probe = Job(dataset_config.name, str(dataset_dir), model, "", [])

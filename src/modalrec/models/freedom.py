@@ -67,8 +67,9 @@ class FREEDOMParams(TrainParams):
     """Fine-tune the raw feature matrices as MMRec does (``from_pretrained(freeze=False)``). They
     only receive gradient through the alignment loss, so with the default reg_weight 0 (the
     reference run's) both settings train identically. Off by default: on the synthetic world
-    (content_weight 0.8, 2,000 users x 1,000 items) with reg_weight 1e-4 and 1e-3 it moved validation recall@20 by 0.0001 and
-    0.001 at 1.4x the CPU, and a trainable copy doubles the features the model holds and saves."""
+    (content_weight 0.8, 2,000 users x 1,000 items) with reg_weight 1e-4 and 1e-3 it moved
+    validation recall@20 by 0.0001 and 0.001 at 1.4x the CPU, and a trainable copy doubles the
+    features the model holds and saves."""
 
 
 def prune_edges(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, keep: int,
