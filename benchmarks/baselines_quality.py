@@ -62,9 +62,9 @@ def run_config(data: bench_data.BenchData, model_name: str, params: dict[str, An
     metrics = lambda result: {k: v for k, v in result.metrics.items() if k.split("@")[0] in ("recall", "ndcg")}  # noqa: E731
     return {
         "params": params,
-        "valid": metrics(evaluator.run(model.score, valid, [split.train])),
-        "test": metrics(evaluator.run(model.score, test, [split.train])),
-        "test_mask_valid": metrics(evaluator.run(model.score, test, [split.train, split.valid])),
+        "valid": metrics(evaluator.run_model(model, valid, [split.train])),
+        "test": metrics(evaluator.run_model(model, test, [split.train])),
+        "test_mask_valid": metrics(evaluator.run_model(model, test, [split.train, split.valid])),
         "epochs": len(getattr(model, "history", []) or []),
         "best_epoch": getattr(model, "best_epoch", None),
         "fit_seconds": fit_seconds,

@@ -77,12 +77,13 @@ def quality_runs() -> list[Run]:
 
 # Grids around the reference point (which each includes); chosen on validation recall@20 only.
 TUNE_GRID: dict[str, list[dict]] = {
-    "bpr": [{"reg_weight": r} for r in (1e-4, 1e-3, 1e-2, 1e-1, 0.5, 1.0, 2.0)]
-    + [{"lr": 5e-3, "reg_weight": 1e-2}, {"lr": 2e-3, "reg_weight": 1.0}],
+    "bpr": [{"reg_weight": r} for r in (1e-4, 1e-3, 1e-2, 1e-1, 0.3, 0.5, 0.7, 1.0, 2.0)]
+    + [{"lr": 5e-3, "reg_weight": 1e-2}, {"lr": 2e-3, "reg_weight": 0.5}, {"lr": 2e-3, "reg_weight": 1.0}],
     "lightgcn": [{"n_layers": n, "reg_weight": r} for n, r in ((1, 1e-2), (2, 1e-2), (2, 1e-3))],
     "vbpr-mmrec": [{"reg_weight": r} for r in (2.0, 0.1)],
     "freedom": [{"dropout": d, "reg_weight": r} for d, r in ((0.8, 0.0), (0.9, 0.0))],
-    "lattice": [{"knn_k": k, "lambda_coeff": c} for k, c in ((10, 0.9), (10, 0.7))],
+    "lattice": [{"knn_k": k, "lambda_coeff": c} for k, c in ((10, 0.9), (10, 0.7), (20, 0.9))]
+    + [{"n_ui_layers": 1}, {"lr": 5e-4}],
     "bm3": [{"n_layers": n, "dropout": d, "reg_weight": r}
             for n, d, r in ((1, 0.3, 0.1), (2, 0.3, 0.1), (1, 0.5, 0.1))],
 }

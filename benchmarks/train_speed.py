@@ -95,7 +95,7 @@ def time_row(row: Row, data: bench_data.BenchData, epochs: int, seed: int, devic
         if hasattr(model, "invalidate"):
             model.invalidate()
         cpu = time.process_time()
-        evals.append(evaluator.run(model.score, valid, [split.train]).seconds)
+        evals.append(evaluator.run_model(model, valid, [split.train]).seconds)
         cpu_evals.append(time.process_time() - cpu)
     return {"epoch": statistics.median(per_epoch[1:] or per_epoch), "first_epoch": per_epoch[0],
             "cpu_epoch": statistics.median(cpu_epoch[1:] or cpu_epoch), "eval": min(evals),

@@ -15,6 +15,7 @@ from conftest import random_split
 from modalrec.data.interactions import Interactions
 from modalrec.data.split import Split
 from modalrec.errors import ConfigError, ModelError
+from modalrec.evaluation.chunked_topk import factors_are_safe
 from modalrec.evaluation.evaluator import CPU_BATCH_BYTES, HELD_OUT_TIE_SEED, Evaluator, gini
 from modalrec.evaluation.metrics import RANKING_METRICS
 
@@ -119,6 +120,18 @@ class MatrixModel:
         return self.cache[key]
 
 
+class FactorModel(MatrixModel):
+    """A factorised 'model' (score = user . item), whose factors the evaluator ranks itself on
+    CPU; integer factors keep the products exact, whatever the summation order."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, device: str = "cpu") -> None:
+        super().__init__(users.astype(np.float64) @ items.T.astype(np.float64), device)
+        self.factors = tuple(torch.as_tensor(f, dtype=torch.float32, device=device) for f in (users, items))
+
+    def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.factors
+
+
 def make_split(rng, n_users, n_items, density, cold_users=0, overlap=False):
     """Random split with ratings 1-5; the first ``cold_users`` users get no held-out items.
     ``overlap``: some held-out items are also validation items (masked, yet still relevant)."""
@@ -158,7 +171,12 @@ def test_matches_reference_on_random_data(device, case):
     n_users, n_items, density, levels, cutoffs, threshold, graded, mask_valid, overlap, held_out, seed = case
     rng = np.random.default_rng(seed)
     split = make_split(rng, n_users, n_items, density, cold_users=min(2, n_users - 1), overlap=overlap)
-    scores = rng.integers(0, levels, size=(n_users, n_items)).astype(np.float32)
+    factored = levels != 1000 and seed % 2 == 0  # half the cases: a factorised model
+    if factored:
+        factors = [rng.integers(0, levels, size=(n, 2)) for n in (n_users, n_items)]
+        scores = (factors[0] @ factors[1].T).astype(np.float32)
+    else:
+        scores = rng.integers(0, levels, size=(n_users, n_items)).astype(np.float32)
     exclude = [split.train, split.valid] if mask_valid else [split.train]
     expected = reference(scores, split.test, exclude, split.train, cutoffs, threshold, graded, held_out)
     results = []
@@ -166,7 +184,7 @@ def test_matches_reference_on_random_data(device, case):
         evaluator = Evaluator(cutoffs=cutoffs, relevance_threshold=threshold, graded=graded,
                               mask_valid_on_test=mask_valid, batch_size=batch_size, device=device,
                               candidates="held-out" if held_out else "all")
-        model = MatrixModel(scores, device)
+        model = FactorModel(*factors, device) if factored else MatrixModel(scores, device)
         results.append(evaluator.evaluate(model, split, "test"))
         assert torch.equal(model.matrix.cpu(), torch.from_numpy(scores))
         assert all(torch.equal(v, model.matrix[torch.as_tensor(np.frombuffer(k, dtype=np.int64).copy(), device=device)])
@@ -193,6 +211,33 @@ def test_matches_reference_on_large_catalog(device):
     for batch_size in (4, None):
         evaluator = Evaluator(cutoffs=cutoffs, relevance_threshold=4, graded=True, batch_size=batch_size, device=device)
         assert_matches_reference(evaluator.evaluate(MatrixModel(scores, device), split), *expected)
+
+
+def test_factors_ranked_in_place_match_the_scores():
+    """The fused CPU path for factorised models (several BLAS blocks of users, ties, masks of
+    train and validation) gives the scorer path's results to the bit; factors that are NaN, or
+    so large that a product could overflow, go through the scorer and are caught there."""
+    rng = np.random.default_rng(5)
+    n_users, n_items = 300, 700
+    split = make_split(rng, n_users, n_items, 0.02, cold_users=3)
+    users, items = rng.integers(-3, 4, size=(n_users, 3)), rng.integers(-3, 4, size=(n_items, 3))
+    model = FactorModel(users, items)
+    evaluator = Evaluator(cutoffs=[5, 20, 50])
+    fused = evaluator.evaluate(model, split)
+    by_scores = evaluator.run(model.score, split.test, [split.train, split.valid], popularity=split.train)
+    assert fused.metrics == by_scores.metrics
+    for name, values in by_scores.per_user.items():
+        assert np.array_equal(fused.per_user[name], values), name
+    assert_matches_reference(fused, *reference(model.matrix.numpy(), split.test, [split.train, split.valid],
+                                                split.train, [5, 20, 50]))
+    model.factors[1][7, 0] = float("nan")
+    model.matrix[:, 7] = float("nan")
+    model.cache.clear()
+    with pytest.raises(ModelError, match="NaN"):
+        evaluator.evaluate(model, split)
+    huge = FactorModel(users * 1e16, items * 1e16)
+    assert not factors_are_safe(*huge.factors)
+    assert evaluator.evaluate(huge, split).metrics == fused.metrics
 
 
 def test_run_with_train_only_mask_and_valid_part():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modalrec.evaluation import ranking
+from modalrec.evaluation.chunked_topk import CHUNK, chunked_topk
 from modalrec.evaluation.ranking import topk_deterministic
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# "cpu-torch": the torch path that other devices take (and CPU rows the chunked scan leaves).
+DEVICES = ["cpu", "cpu-torch"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def on(device: str):
+    """(torch device, context that routes CPU rows away from the chunked scan for cpu-torch)."""
+    if device == "cpu-torch":
+        return "cpu", mock.patch.object(ranking, "MIN_ITEMS", 10**9)
+    return device, contextlib.nullcontext()
 
 
 def reference_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,9 +60,11 @@ def score_matrices(draw):
 @given(data=score_matrices())
 def test_matches_stable_full_sort_on_ties(device, data):
     scores, k = data
+    device, route = on(device)
     scores = scores.to(device)
     before = scores.clone()
-    values, indices = topk_deterministic(scores, k)
+    with route:
+        values, indices = topk_deterministic(scores, k)
     expected_values, expected_indices = stable_sort_topk(scores, k)
     assert torch.equal(indices, expected_indices)
     assert torch.equal(values, expected_values)
@@ -67,33 +81,52 @@ def test_matches_python_sort_reference():
         assert torch.equal(values, ref_values)
 
 
-def test_block_path_float_scores_and_boundary_ties():
-    """Long rows take the block-maxima path; ties planted at the k-th value must still follow
-    the index rule, including ties spread over several blocks."""
+def test_chunked_scan_float_scores_and_boundary_ties():
+    """Long rows take the chunked scan; ties planted at the k-th value must still follow the
+    index rule, including ties spread over several chunks and the items after the last chunk."""
     rng = np.random.default_rng(0)
-    n_items, k = 5000, 20
-    assert n_items // ranking.BLOCK >= 4 * (k + 1), "this test must exercise the block path"
+    n_items, k = 5003, 20
     scores = torch.from_numpy(rng.standard_normal((8, n_items)).astype(np.float32))
     kth = torch.sort(scores, dim=1, descending=True).values[:, k - 1]
-    for row, where in enumerate([[3, 4999], [4000, 17, 2500], [1, 2, 3, 4, 5], list(range(0, 5000, 97))]):
+    for row, where in enumerate([[3, 5002], [4000, 17, 2500], [1, 2, 3, 4, 5], list(range(0, 5000, 97))]):
         scores[row, where] = kth[row]  # several items now share the k-th value
-    values, indices = topk_deterministic(scores, k)
+    fast = chunked_topk(scores, k)
+    assert fast is not None, "this test must exercise the chunked scan"
     expected_values, expected_indices = stable_sort_topk(scores, k)
-    assert torch.equal(indices, expected_indices)
-    assert torch.equal(values, expected_values)
+    for values, indices in (fast, topk_deterministic(scores, k)):
+        assert torch.equal(indices, expected_indices)
+        assert torch.equal(values, expected_values)
 
 
-@pytest.mark.parametrize("n_items", [7, 100, 4096, 4099])
-def test_top_values_exact_for_block_candidates(n_items):
-    """The block-maxima candidate step returns exactly the top-m values (with ties and tails)."""
-    rng = np.random.default_rng(n_items)
-    for levels in (2, 50, 10**7):
-        x = torch.from_numpy(rng.integers(0, levels, size=(4, n_items)).astype(np.float32))
-        m = min(9, n_items)
-        values, items = ranking._topk_values(x, m)
-        assert torch.equal(values, torch.sort(x, dim=1, descending=True).values[:, :m])
-        assert torch.equal(torch.gather(x, 1, items), values)
-        assert all(len(set(row)) == m for row in items.tolist()), "items must be distinct"
+@pytest.mark.parametrize("threads", [1, 3])
+def test_chunked_scan_any_layout_and_thread_count(threads):
+    """Item-major (transposed) scores, as the evaluator computes them, and rows split over
+    threads give the same answer as one thread on row-major scores."""
+    rng = np.random.default_rng(1)
+    item_major = torch.from_numpy(rng.integers(0, 30, size=(1000, 37)).astype(np.float32))
+    scores = item_major.T  # (37 users, 1000 items), column-major
+    assert not scores.is_contiguous()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast = chunked_topk(scores, 25)
+    finally:
+        torch.set_num_threads(before)
+    assert fast is not None
+    expected_values, expected_indices = stable_sort_topk(scores.contiguous(), 25)
+    assert torch.equal(fast[1], expected_indices)
+    assert torch.equal(fast[0], expected_values)
+
+
+def test_chunked_scan_leaves_nan_and_short_rows_to_the_caller():
+    scores = torch.zeros(3, 10 * CHUNK)
+    scores[1, 7] = float("nan")
+    assert chunked_topk(scores, 5) is None
+    scores = torch.full((2, 10 * CHUNK), -torch.inf)
+    scores[0, :3] = 1.0  # three finite items, five wanted
+    assert chunked_topk(scores, 5) is None
+    values, indices = topk_deterministic(scores, 5)  # the general path answers
+    assert indices[0, :3].tolist() == [0, 1, 2] and values[0, 3] == -torch.inf
 
 
 def test_edge_shapes_and_non_contiguous_input():

@@ -8,6 +8,10 @@ matrices become index tensors once per run, and a batch gathers its users' entri
 vectorised operations; no dense (batch, n_items) gains matrix is built: the gains of the top-k
 items are looked up by binary search among the batch's sorted (row, item) keys, and the ideal DCG
 comes from the users' own gains; the masked copy of the scores lives in one buffer for the run.
+
+Factorised models (score = user . item) hand over their embeddings (``factors``), and on CPU the
+evaluator never materialises their scores: ``chunked_topk.factor_topk`` scores, masks and ranks a
+few users at a time while their block is in cache.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -25,14 +30,17 @@ from tqdm.auto import tqdm
 from modalrec.data.interactions import Interactions
 from modalrec.data.split import Split
 from modalrec.errors import ConfigError, ModelError
+from modalrec.evaluation.chunked_topk import factor_topk, factors_are_safe
 from modalrec.evaluation.metrics import RANKING_METRICS, ranking_metric_table
 from modalrec.evaluation.ranking import topk_deterministic
 
 log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]
+Factors = tuple[torch.Tensor, torch.Tensor]
 
 CPU_BATCH_BYTES = 16 << 20  # score-matrix bytes per batch on CPU (see Evaluator.batch_users)
+FUSED_BATCH_USERS = 1 << 16  # users per batch when factors are ranked in place (no score matrix)
 HELD_OUT_TIE_SEED = 0  # the random item order that breaks ties among held-out candidates
 
 
@@ -99,7 +107,17 @@ class Evaluator:
         exclude = [split.train]
         if part == "test" and self.mask_valid_on_test:
             exclude.append(split.valid)
-        return self.run(model.score, split.part(part), exclude, popularity=split.train)  # type: ignore[attr-defined]
+        return self.run_model(model, split.part(part), exclude, popularity=split.train)
+
+    def run_model(self, model: object, target: Interactions, exclude: Sequence[Interactions],
+                  popularity: Interactions | None = None) -> EvaluationResult:
+        """``run`` for a fitted model, handing over its factors where it has them
+        (``scoring_embeddings``); ``seconds`` includes computing them."""
+        start = time.perf_counter()
+        factors = model.scoring_embeddings() if hasattr(model, "scoring_embeddings") else None
+        result = self.run(model.score, target, exclude, popularity, factors)  # type: ignore[attr-defined]
+        result.seconds = time.perf_counter() - start
+        return result
 
     def relevance(self, target: Interactions) -> sp.csr_matrix:
         """Held-out gains as CSR: 0 (dropped) for items below the threshold."""
@@ -139,9 +157,12 @@ class Evaluator:
         target: Interactions,
         exclude: Sequence[Interactions],
         popularity: Interactions | None = None,
+        factors: Factors | None = None,
     ) -> EvaluationResult:
         """Rank every item for each user with a relevant item in ``target``; items in ``exclude``
         are masked. ``popularity`` (usually train) gives the item counts behind novelty.
+        ``factors``: (user, item) embeddings whose products are exactly ``score``'s, to let the
+        evaluator compute the scores in its own layout (CPU, every item a candidate).
 
         ``n_skipped`` counts users who hold items out but none relevant (all below the threshold);
         users who hold nothing out are neither evaluated nor counted."""
@@ -158,7 +179,9 @@ class Evaluator:
         n_skipped = int(((target.user_counts() > 0) & (n_relevant == 0)).sum())
         # Index tensors built once per run; each batch then only gathers its users' rows.
         gains_rows = _CsrRows(gains_csr.indptr, gains_csr.indices, gains_csr.data, dev)
-        mask_rows = _CsrRows(*_merged_pattern(exclude, n_users, n_items), None, dev)
+        gains_arrays = (gains_csr.indptr.astype(np.int64), gains_csr.indices, gains_csr.data.astype(np.float32))
+        mask_pattern = _merged_pattern(exclude, n_users, n_items)
+        mask_rows = _CsrRows(*mask_pattern, None, dev)
         pool = None  # held-out candidates only: their item indices, in the tie order
         n_candidates = n_items
         if self.candidates == "held-out":
@@ -169,7 +192,6 @@ class Evaluator:
             n_candidates = len(pool)
         binary = not self.graded
         k_max = min(max(self.cutoffs), n_candidates)
-        batch = self.batch_users(n_items)
         # Recommendation counts per item, by the first cutoff that covers each rank (one
         # index_add per batch); a cumulative sum over cutoffs at the end gives the counts at k.
         bucket = torch.as_tensor(np.searchsorted(self.cutoffs, np.arange(k_max), side="right"),
@@ -177,6 +199,17 @@ class Evaluator:
         rec_counts = torch.zeros(len(self.cutoffs) * n_items, dtype=torch.int64, device=dev)
         tables: list[torch.Tensor] = []
         buffer: torch.Tensor | None = None
+        fused = factors is not None and dev.type == "cpu" and pool is None
+        if fused:
+            assert factors is not None
+            user_emb, item_emb = (f.detach().to(dev, torch.float32) for f in factors)
+            if (len(user_emb), len(item_emb)) != (n_users, n_items):
+                raise ConfigError(f"factors hold {len(user_emb)} users and {len(item_emb)} items, the "
+                                  f"target ({n_users}, {n_items})")
+            fused = factors_are_safe(user_emb, item_emb)  # else the scorer's path catches NaN
+            mask_ptr, mask_items = (np.asarray(a) for a in mask_pattern)
+        # The fused path holds no score matrix: its batches only bound the index bookkeeping.
+        batch = (self.batch_size or FUSED_BATCH_USERS) if fused else self.batch_users(n_items)
         users_t = torch.as_tensor(users, dtype=torch.long, device=dev)
         n_relevant_t = torch.as_tensor(n_relevant[users], dtype=torch.float64, device=dev)
 
@@ -185,32 +218,38 @@ class Evaluator:
             batch_users = users[lo : lo + batch]
             rows_t = users_t[lo : lo + batch]
             n_batch = len(batch_users)
-            raw = score(batch_users)
-            if tuple(raw.shape) != (n_batch, n_items):
-                raise ConfigError(f"scorer returned shape {tuple(raw.shape)}, expected ({n_batch}, {n_items})")
-            # Masking writes into a copy (never into the scorer's tensor), kept in one buffer for
-            # the whole run: a fresh large tensor per batch costs page faults, not just the copy.
-            if buffer is None:
-                buffer = torch.empty((batch, n_items), dtype=torch.float32, device=dev)
-            scores = buffer[:n_batch]
-            scores.copy_(raw)
-            del raw
-            row, col, _ = mask_rows.gather(rows_t)
-            scores.view(-1).index_fill_(0, row * n_items + col, -torch.inf)
-            if pool is None:
-                values, top = topk_deterministic(scores, k_max)
-            else:  # rank the candidates only; ties by their position in the pool
-                values, top = topk_deterministic(scores[:, pool], k_max)
-                top = pool[top]
-            del scores
+            if fused:  # scores computed, masked and ranked a few users at a time, in cache
+                values, top = factor_topk(user_emb[rows_t], item_emb, batch_users, mask_ptr, mask_items, k_max)
+            else:
+                raw = score(batch_users)
+                if tuple(raw.shape) != (n_batch, n_items):
+                    raise ConfigError(f"scorer returned shape {tuple(raw.shape)}, expected ({n_batch}, {n_items})")
+                # Masking writes into a copy (never into the scorer's tensor), kept in one buffer
+                # for the run: a fresh large tensor per batch costs page faults, not just the copy.
+                if buffer is None:
+                    buffer = torch.empty((batch, n_items), dtype=torch.float32, device=dev)
+                scores = buffer[:n_batch]
+                scores.copy_(raw)
+                del raw
+                row, col, _ = mask_rows.gather(rows_t)
+                scores.view(-1).index_fill_(0, row * n_items + col, -torch.inf)
+                if pool is None:
+                    values, top = topk_deterministic(scores, k_max)
+                else:  # rank the candidates only; ties by their position in the pool
+                    values, top = topk_deterministic(scores[:, pool], k_max)
+                    top = pool[top]
+                del scores
             if bool(torch.isnan(values[:, 0]).any()):
                 raise ModelError("the model produced NaN scores", hint="check the training loss and inputs")
             valid_rank = values > -torch.inf  # fewer unmasked items than k: the rest is no rank
-            g_row, g_col, g_val = gains_rows.gather(rows_t)
-            top_keys = top + torch.arange(n_batch, device=dev).unsqueeze(1) * n_items
-            gains_top = _lookup(g_row * n_items + g_col, g_val, top_keys) * valid_rank
+            gains_top = torch.from_numpy(_ranked_gains(top.cpu().numpy(), batch_users, *gains_arrays))
+            gains_top = gains_top.to(dev) * valid_rank
             n_rel = n_relevant_t[lo : lo + batch]
-            ideal = _ideal_gains(g_row, g_val, n_rel, n_batch, k_max, binary)
+            if binary:
+                ideal = (torch.arange(k_max, device=dev).unsqueeze(0) < n_rel.unsqueeze(1)).float()
+            else:
+                g_row, _, g_val = gains_rows.gather(rows_t)
+                ideal = _ideal_gains(g_row, g_val, n_batch, k_max)
             tables.append(ranking_metric_table(gains_top, n_rel, ideal, self.cutoffs).cpu())
             keys = (top + bucket)[valid_rank]
             rec_counts.index_add_(0, keys, torch.ones_like(keys))
@@ -269,20 +308,24 @@ def _merged_pattern(parts: Sequence[Interactions], n_users: int, n_items: int) -
     return union.indptr, union.indices
 
 
-def _lookup(keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """``values`` at ``queries`` in the sorted ``keys``, 0 where a query is absent."""
-    if keys.numel() == 0:
-        return torch.zeros(queries.shape, dtype=torch.float32, device=queries.device)
-    pos = torch.searchsorted(keys, queries).clamp_(max=keys.numel() - 1)
-    return torch.where(keys[pos] == queries, values[pos], 0.0)
+@numba.njit(cache=True, nogil=True)
+def _ranked_gains(top: np.ndarray, rows: np.ndarray, ptr: np.ndarray, items: np.ndarray,
+                  gains: np.ndarray) -> np.ndarray:
+    """(users, k) gain of each ranked item, 0 where not relevant: a scan of each user's few
+    relevant items, cheaper than a binary search among all of the batch's."""
+    out = np.zeros(top.shape, dtype=np.float32)
+    for r in range(top.shape[0]):
+        u = rows[r]
+        for j in range(top.shape[1]):
+            for p in range(ptr[u], ptr[u + 1]):
+                if items[p] == top[r, j]:
+                    out[r, j] = gains[p]
+                    break
+    return out
 
 
-def _ideal_gains(row: torch.Tensor, gain: torch.Tensor, n_rel: torch.Tensor, n_batch: int, k: int,
-                 binary: bool) -> torch.Tensor:
+def _ideal_gains(row: torch.Tensor, gain: torch.Tensor, n_batch: int, k: int) -> torch.Tensor:
     """(users, k): each user's relevant gains sorted descending, zero-padded (the IDCG ranking)."""
-    ranks = torch.arange(k, device=n_rel.device)
-    if binary:
-        return (ranks.unsqueeze(0) < n_rel.unsqueeze(1)).float()
     order = torch.sort(gain, descending=True, stable=True).indices
     order = order[torch.sort(row[order], stable=True).indices]  # by row, then gain descending
     row_sorted = row[order]

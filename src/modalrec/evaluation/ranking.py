@@ -11,12 +11,9 @@ first**. ``torch.topk`` gives no such guarantee, so:
 - ties inside the top-k are reordered by item index (two tiny sorts of ``(rows, k)``, skipped
   when no two of the top-k values are equal).
 
-On CPU, long rows take the top of the row through block maxima first: split the row into ``b``
-strided blocks, take each block's maximum (one vectorised pass, several times cheaper than
-``torch.topk`` over the row), and only the ``m`` blocks with the largest maxima can hold the top-``m``
-values (any item outside them is at most the m-th largest block maximum, which those ``m`` blocks
-each reach). ``torch.topk`` then runs over ``m * b`` candidates. The values are exact even under
-ties; rows with ties at the k-th value are resolved over the full row as above.
+On CPU, rows of float scores go to ``chunked_topk`` (chunk maxima, then a compiled scan in item
+order), which applies the same rule directly; the steps above serve other devices and its few
+leftover rows.
 
 NaN scores rank above everything (torch's convention; the order among NaNs is unspecified); the
 evaluator rejects them.
@@ -26,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from modalrec.evaluation.chunked_topk import MIN_ITEMS, chunked_topk
+
 
 def topk_deterministic(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` (values, indices) per row, by descending score then ascending item index."""
@@ -34,9 +33,13 @@ def topk_deterministic(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     if k <= 0:
         empty = scores.new_empty((n_rows, 0))
         return empty, empty.long()
+    if scores.device.type == "cpu" and scores.is_floating_point() and k < n_items and n_items >= MIN_ITEMS:
+        fast = chunked_topk(scores, k)
+        if fast is not None:
+            return fast
     resolved = False  # rows resolved at the boundary come back in item order, not by value
     if k < n_items:
-        values, indices = _topk_values(scores, k + 1)
+        values, indices = torch.topk(scores, k + 1, dim=1)
         boundary = values[:, k] == values[:, k - 1]
         values, indices = values[:, :k], indices[:, :k]
         resolved = bool(boundary.any())
@@ -64,27 +67,3 @@ def _resolve_boundary(sub: torch.Tensor, kth: torch.Tensor, k: int) -> tuple[tor
     keep = above | (tied & (tied.cumsum(dim=1) <= need))
     indices = keep.nonzero()[:, 1].view(-1, k)
     return torch.gather(sub, 1, indices), indices
-
-
-BLOCK = 8  # items per block of the block-maxima pass (measured best on CPU for 10^4-10^5 items)
-
-
-def _topk_values(x: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact top-``m`` values per row (descending) and distinct items holding them; which of
-    several tied items is returned is unspecified."""
-    n_rows, n = x.shape
-    n_blocks = n // BLOCK
-    if x.device.type != "cpu" or n_blocks < 4 * m or n_rows == 0:
-        return torch.topk(x, m, dim=1)
-    x = x.contiguous()
-    used = n_blocks * BLOCK
-    # Block j holds items j, j + n_blocks, j + 2 n_blocks, ...: a max over BLOCK contiguous rows.
-    maxima = x[:, :used].view(n_rows, BLOCK, n_blocks).amax(dim=1)
-    blocks = _topk_values(maxima, m)[1]
-    offsets = torch.arange(BLOCK, device=x.device) * n_blocks
-    candidates = (blocks.unsqueeze(2) + offsets).view(n_rows, m * BLOCK)
-    if used < n:  # the last few items belong to no block: always candidates
-        tail = torch.arange(used, n, device=x.device).expand(n_rows, -1)
-        candidates = torch.cat([candidates, tail], dim=1)
-    values, pos = torch.topk(torch.gather(x, 1, candidates), m, dim=1)
-    return values, torch.gather(candidates, 1, pos)

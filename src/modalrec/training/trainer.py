@@ -148,7 +148,7 @@ class Trainer:
                                       "train_seconds": time.perf_counter() - start}
             postfix = {"loss": f"{mean_loss:.4f}"}
             if valid is not None and (epoch % p.eval_every == 0 or epoch == p.epochs):
-                result = self.evaluator.run(model.score, valid, [train])
+                result = self.evaluator.run_model(model, valid, [train])
                 value = result.metrics[self.metric_key]
                 record.update({self.metric_key: value, "eval_seconds": result.seconds})
                 if value > state["best"]:

@@ -1,0 +1,202 @@
+"""Top-k of CPU score rows at about the cost of reading them, with the evaluator's tie rule built in.
+
+``torch.topk`` on CPU costs several microseconds per row whatever ``k``: on a full-ranking pass it
+costs as much as the scoring product itself. Here a compiled kernel handles one row at a time while
+it sits in cache:
+
+1. the maxima of ``CHUNK``-item blocks (block ``c`` holds items ``c, c + n_blocks, ...``: a
+   vectorised loop over the row);
+2. the k-th largest block maximum, a lower bound of the row's k-th largest score (k blocks each
+   hold an item that high);
+3. only the blocks reaching that bound, and among their items only those reaching it (about ``k``
+   per row), are inserted into a sorted top-k.
+
+An item displaces another when its score is higher, or equal and its index lower, so among equal
+scores the lower item index ranks first: ``ranking.topk_deterministic``'s rule, with no tie
+resolution afterwards.
+
+``factor_topk`` serves factorised models (score = user . item): it computes the scores of a few
+users at a time into a small row-major block (BLAS through numba), masks their seen items and
+ranks them while the block is still in cache, so no (users, items) matrix is ever written out.
+
+Rows are split over ``torch.get_num_threads()`` Python threads (the kernels release the GIL), with
+BLAS held to one thread inside each, so the thread setting that governs torch governs this too.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from threadpoolctl import ThreadpoolController
+
+CHUNK = 16  # items per block maximum
+MIN_ITEMS = 4 * CHUNK  # shorter rows: torch.topk is as fast and needs no compilation
+FACTOR_ROWS = 128  # users scored per BLAS call in factor_topk: a block that stays in cache
+SCORE_LIMIT = 1e30  # factor norms multiplying to more: factor_topk leaves the scores to the caller
+
+_pool: ThreadPoolExecutor | None = None
+_blas: ThreadpoolController | None = None
+
+
+@numba.njit(cache=True, nogil=True)
+def _offer(values: np.ndarray, indices: np.ndarray, v: float, i: int) -> None:
+    """Insert item ``i`` of score ``v`` into a row's sorted top-k if it belongs there."""
+    k = len(values)
+    if not (v > values[k - 1] or (v == values[k - 1] and i < indices[k - 1])):
+        return
+    j = k - 1
+    while j > 0 and (v > values[j - 1] or (v == values[j - 1] and i < indices[j - 1])):
+        values[j] = values[j - 1]
+        indices[j] = indices[j - 1]
+        j -= 1
+    values[j] = v
+    indices[j] = i
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_topk(row: np.ndarray, maxima: np.ndarray, values: np.ndarray, indices: np.ndarray) -> None:
+    """Fill ``values``/``indices`` (k,) with the top-k of a contiguous NaN-free row, descending,
+    ties by index; -inf scores fill slots only when fewer than k items are above it."""
+    n_items, n_blocks, k = len(row), len(maxima), len(values)
+    for c in range(n_blocks):  # column by column: independent chains the compiler interleaves
+        m = row[c]
+        for t in range(1, CHUNK):
+            v = row[c + t * n_blocks]
+            m = v if v > m else m
+        maxima[c] = m
+    values[:] = -np.inf
+    for c in range(n_blocks):
+        m = maxima[c]
+        if m > values[k - 1]:
+            j = k - 1
+            while j > 0 and m > values[j - 1]:
+                values[j] = values[j - 1]
+                j -= 1
+            values[j] = m
+    bound = values[k - 1] if n_blocks >= k else -np.inf
+    values[:] = -np.inf
+    indices[:] = n_items  # above every index: an empty slot yields to an equal score
+    for c in range(n_blocks):
+        if maxima[c] >= bound:
+            for t in range(CHUNK):
+                i = c + t * n_blocks
+                if row[i] >= bound:
+                    _offer(values, indices, row[i], i)
+    for i in range(n_blocks * CHUNK, n_items):
+        if row[i] >= bound:
+            _offer(values, indices, row[i], i)
+
+
+@numba.njit(cache=True, nogil=True)
+def _topk_rows(scores: np.ndarray, values: np.ndarray, indices: np.ndarray) -> bool:
+    """``_row_topk`` for every row of a C-contiguous matrix; True (and no result) on a NaN."""
+    for r in range(scores.shape[0]):
+        for i in range(scores.shape[1]):
+            if scores[r, i] != scores[r, i]:
+                return True
+    maxima = np.empty(scores.shape[1] // CHUNK, dtype=scores.dtype)
+    for r in range(scores.shape[0]):
+        _row_topk(scores[r], maxima, values[r], indices[r])
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_rows(users: np.ndarray, items_t: np.ndarray, rows: np.ndarray, mask_ptr: np.ndarray,
+                 mask_items: np.ndarray, values: np.ndarray, indices: np.ndarray) -> None:
+    """Top-k of ``users @ items_t``, row ``r``'s items ``mask_items[mask_ptr[u]:mask_ptr[u + 1]]``
+    (``u = rows[r]``) at -inf, ``FACTOR_ROWS`` users per BLAS call."""
+    n_users, n_items = users.shape[0], items_t.shape[1]
+    block = np.empty((FACTOR_ROWS, n_items), dtype=users.dtype)
+    maxima = np.empty(n_items // CHUNK, dtype=users.dtype)
+    for lo in range(0, n_users, FACTOR_ROWS):
+        n_block = min(FACTOR_ROWS, n_users - lo)
+        np.dot(users[lo : lo + n_block], items_t, block[:n_block])
+        for r in range(n_block):
+            row = block[r]
+            u = rows[lo + r]
+            for p in range(mask_ptr[u], mask_ptr[u + 1]):
+                row[mask_items[p]] = -np.inf
+            _row_topk(row, maxima, values[lo + r], indices[lo + r])
+
+
+def chunked_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Top-``k`` (values, indices) per row of a 2-D CPU float tensor, by descending score then
+    ascending item index; ``None`` when a row holds a NaN or fewer than ``k`` items above
+    ``-inf`` (the caller then uses ``ranking.topk_deterministic``'s general path)."""
+    scores = scores.contiguous()
+    values = torch.empty((len(scores), k), dtype=scores.dtype)
+    indices = torch.empty((len(scores), k), dtype=torch.long)
+    nan = _run(_topk_rows, [scores.numpy()], [values.numpy(), indices.numpy()])
+    if nan or bool((values[:, k - 1] == -torch.inf).any()):
+        return None
+    return values, indices
+
+
+def factors_are_safe(users: torch.Tensor, items: torch.Tensor) -> bool:
+    """Whether every product of these factors is finite: finite factors whose largest norms
+    multiply to well below float32's range (Cauchy-Schwarz bounds every product). It lets
+    ``factor_topk`` skip a NaN test per score."""
+    if not len(users) or not len(items):
+        return True
+    bound = torch.linalg.vector_norm(users.float(), dim=1).max() * torch.linalg.vector_norm(items.float(), dim=1).max()
+    return bool(bound < SCORE_LIMIT)  # False for NaN and inf
+
+
+def factor_topk(users: torch.Tensor, items: torch.Tensor, rows: np.ndarray, mask_ptr: np.ndarray,
+                mask_items: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (values, indices) of ``users @ items.T`` per user (float32, CPU; the factors
+    must pass ``factors_are_safe``), excluding for user ``r`` the items of row ``rows[r]`` of the
+    CSR pattern (``mask_ptr``, ``mask_items``); slots past a user's unmasked items hold -inf
+    (their index is meaningless)."""
+    users = users.detach().float().contiguous()
+    items_t = items.detach().float().T.contiguous().numpy()
+    values = torch.empty((len(users), k), dtype=torch.float32)
+    indices = torch.empty((len(users), k), dtype=torch.long)
+    rows, ptr = np.asarray(rows, dtype=np.int64), np.asarray(mask_ptr, dtype=np.int64)
+    _run(lambda u, r, v, i: _factor_rows(u, items_t, r, ptr, mask_items, v, i),
+         [users.numpy(), rows], [values.numpy(), indices.numpy()])
+    return values, indices
+
+
+def _run(kernel: Any, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> bool:
+    """Call ``kernel(*inputs, *outputs)`` on row ranges, one per torch thread, BLAS held to one
+    thread; True if any call returned True."""
+    n_rows = len(inputs[0])
+    threads = max(1, min(torch.get_num_threads(), n_rows))
+    bounds = np.linspace(0, n_rows, threads + 1).astype(int)
+
+    def part(lo: int, hi: int) -> bool:
+        return bool(kernel(*(a[lo:hi] for a in (*inputs, *outputs))))
+
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        if threads == 1:
+            return part(0, n_rows)
+        return any(_executor().map(part, bounds[:-1], bounds[1:]))
+
+
+def _blas_controller() -> ThreadpoolController:
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController()
+    return _blas
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(thread_name_prefix="modalrec-topk")
+    return _pool
+
+
+def _forget_pool() -> None:
+    """A forked child inherits the pool object but not its threads."""
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
