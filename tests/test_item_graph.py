@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.errors import ConfigError
+from modalrec.models import graph as graph_module
 from modalrec.models.freedom import bipartite_normalized, prune_edges
 from modalrec.models.graph import knn_edges, knn_graph, symmetric_normalize
 from modalrec.models.modality import SparseOperator, edge_propagate, modality_weights
@@ -42,9 +43,15 @@ def binary_features(n: int, d: int = 8, ones: int = 4, seed: int = 0) -> np.ndar
     return x
 
 
-@pytest.mark.parametrize("memory_mb", [1e-4, 0.002, 256])  # 1 row per chunk, a few rows, all rows
+@pytest.mark.parametrize("memory_mb", [1e-4, 0.002, 256, None])  # torch path: 1 row per chunk, a few, all; fused
 @pytest.mark.parametrize("include_self", [True, False])
-def test_knn_matches_dense_reference_across_chunks_and_ties(memory_mb: float, include_self: bool) -> None:
+def test_knn_matches_dense_reference_across_chunks_and_ties(memory_mb: float | None, include_self: bool,
+                                                            monkeypatch) -> None:
+    """The CPU kernel (``memory_mb`` None) and the chunked torch path other devices take."""
+    if memory_mb is None:
+        memory_mb = 256
+    else:
+        monkeypatch.setattr(graph_module, "factors_are_safe", lambda *_: False)
     x = binary_features(70, seed=1)
     x[5] = 0  # all-zero row: no content
     mask = np.ones(70, dtype=bool)
@@ -85,15 +92,17 @@ def test_knn_with_fewer_candidates_than_k_takes_all() -> None:
 
 
 def test_knn_never_builds_dense_matrix_of_the_catalog(monkeypatch) -> None:
-    """The similarity work happens in row chunks bounded by ``memory_mb``."""
+    """The torch path's similarity work happens in row chunks bounded by ``memory_mb`` (the CPU
+    kernel holds a fixed number of rows)."""
+    monkeypatch.setattr(graph_module, "factors_are_safe", lambda *_: False)
     shapes = []
-    real_topk = torch.topk
+    real_topk = graph_module.topk_deterministic
 
     def spy(t, *args, **kwargs):
         shapes.append(tuple(t.shape))
         return real_topk(t, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "topk", spy)
+    monkeypatch.setattr(graph_module, "topk_deterministic", spy)
     x = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
     knn_graph(x, 5, memory_mb=1)
     assert shapes and max(s[0] for s in shapes) * 3000 * 8 <= 2**20 + 3000 * 8

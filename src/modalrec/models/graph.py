@@ -9,6 +9,8 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.data.interactions import Interactions
+from modalrec.evaluation.chunked_topk import factor_topk, factors_are_safe
+from modalrec.evaluation.ranking import topk_deterministic
 
 
 def bipartite_adjacency(train: Interactions) -> sp.csr_matrix:
@@ -86,7 +88,6 @@ def knn_edges(
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
     x = x.detach().float()
-    n = x.shape[0]
     norms = torch.linalg.vector_norm(x, dim=1)
     ok = norms > 0
     if valid is not None:
@@ -99,40 +100,29 @@ def knn_edges(
     if kk < 1 or len(valid_rows) == 0:
         empty = torch.zeros(0, dtype=torch.long, device=x.device)
         return empty, empty.clone(), torch.zeros(0, device=x.device)
-    blocked = ~ok  # columns that may never be chosen
-    step = min(_chunk_rows(n, memory_mb), len(valid_rows))
-    # Every buffer is allocated once, before the loop: allocating a chunk-sized matrix per chunk
-    # between small long-lived results fragments the C heap, and the process keeps that memory.
-    buffer = torch.empty(step, n, dtype=x.dtype, device=x.device)
-    out_cols = torch.empty(len(valid_rows), kk, dtype=torch.long, device=x.device)
-    out_vals = torch.empty(len(valid_rows), kk, dtype=x.dtype, device=x.device)
-    for lo in range(0, len(valid_rows), step):
-        rows = valid_rows[lo : lo + step]
-        sims = buffer[: len(rows)]
-        torch.mm(xn[rows], xn.T, out=sims)
-        sims[:, blocked] = -torch.inf
-        if not include_self:
-            sims[torch.arange(len(rows), device=x.device), rows] = -torch.inf
-        # One more than needed: a row whose (k+1)-th value equals its k-th has a tie across the
-        # cut, where torch.topk picks arbitrarily; those rows are redone exactly below.
-        extra = min(kk + 1, n)
-        values, cols = torch.topk(sims, extra, dim=1)
-        crowded = torch.zeros(0, dtype=torch.long, device=x.device)
-        if extra > kk:
-            crowded = torch.nonzero(values[:, kk] == values[:, kk - 1]).flatten()
-            values, cols = values[:, :kk], cols[:, :kk]
-        kth = values[:, -1:]
-        if len(crowded):
-            # everything above the k-th value, then the lowest-index ties
-            sub, sub_kth = sims[crowded], kth[crowded]
-            above = sub > sub_kth
-            tied = sub == sub_kth
-            need = kk - above.sum(dim=1, keepdim=True)
-            chosen = above | (tied & (tied.cumsum(dim=1) <= need))
-            cols[crowded] = torch.nonzero(chosen)[:, 1].view(len(crowded), kk)
-        cols, _ = torch.sort(cols, dim=1)
-        out_cols[lo : lo + len(rows)] = cols
-        out_vals[lo : lo + len(rows)] = torch.gather(sims, 1, cols)
+    # Only valid rows are candidates: ranking among them and mapping back through the ascending
+    # ``valid_rows`` keeps the rule that ties go to the lower item index.
+    xv = xn[valid_rows]
+    m = len(valid_rows)
+    if x.device.type == "cpu" and factors_are_safe(xv, xv):
+        # Scores, self-mask and top-k a few rows at a time in cache (chunked_topk.factor_topk).
+        own = np.arange(m, dtype=np.int64)
+        ptr = np.zeros(m + 1, dtype=np.int64) if include_self else np.arange(m + 1, dtype=np.int64)
+        values, cols = factor_topk(xv, xv, own, ptr, own.astype(np.int32), kk)  # mask: nothing or self
+    else:
+        step = min(_chunk_rows(m, memory_mb), m)
+        buffer = torch.empty(step, m, dtype=x.dtype, device=x.device)  # allocated once (heap fragmentation)
+        values = torch.empty(m, kk, dtype=x.dtype, device=x.device)
+        cols = torch.empty(m, kk, dtype=torch.long, device=x.device)
+        for lo in range(0, m, step):
+            sims = buffer[: min(step, m - lo)]
+            torch.mm(xv[lo : lo + len(sims)], xv.T, out=sims)
+            if not include_self:
+                sims[torch.arange(len(sims), device=x.device), torch.arange(lo, lo + len(sims), device=x.device)] = -torch.inf
+            values[lo : lo + len(sims)], cols[lo : lo + len(sims)] = topk_deterministic(sims, kk)
+    cols, order = torch.sort(cols, dim=1)
+    out_vals = torch.gather(values, 1, order)
+    out_cols = valid_rows[cols]
     return valid_rows.repeat_interleave(kk), out_cols.reshape(-1), out_vals.reshape(-1)
 
 

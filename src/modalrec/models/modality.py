@@ -101,10 +101,9 @@ class _EdgeMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,  # type: ignore[override]
                 n: int) -> torch.Tensor:
-        a = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, x.shape[0])).coalesce()
         ctx.save_for_backward(values, x, rows, cols)
-        ctx.a_t = torch.sparse_coo_tensor(torch.stack([cols, rows]), values, (x.shape[0], n)).coalesce().to_sparse_csr()
-        return a.to_sparse_csr() @ x
+        ctx.a_t = edge_csr(cols, rows, values, (x.shape[0], n))
+        return edge_csr(rows, cols, values, (n, x.shape[0])) @ x
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -117,9 +116,18 @@ class _EdgeMatmul(torch.autograd.Function):
 def edge_propagate(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``A @ x`` for a COO edge list, differentiable in both ``values`` and ``x`` (duplicates add)."""
     if not (values.requires_grad or x.requires_grad):
-        a = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (x.shape[0], x.shape[0]))
-        return a.coalesce().to_sparse_csr() @ x
+        return edge_csr(rows, cols, values, (x.shape[0], x.shape[0])) @ x
     return _EdgeMatmul.apply(values, x, rows, cols, x.shape[0])
+
+
+def edge_csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """COO edges (duplicates summed) as a torch CSR matrix; on CPU through scipy, several times
+    faster than torch's ``coalesce``."""
+    if values.device.type != "cpu":
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce().to_sparse_csr()
+    matrix = sp.csr_matrix((values.detach().numpy(), (rows.numpy(), cols.numpy())), shape=shape)
+    matrix.sum_duplicates()
+    return to_torch_sparse(matrix)
 
 
 IMAGE_LIKE = re.compile(r"(image|img|visual|vision|photo|picture|poster|cnn|^v$|^v_)", re.IGNORECASE)
