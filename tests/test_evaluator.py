@@ -230,6 +230,12 @@ def test_factors_ranked_in_place_match_the_scores():
         assert np.array_equal(fused.per_user[name], values), name
     assert_matches_reference(fused, *reference(model.matrix.numpy(), split.test, [split.train, split.valid],
                                                 split.train, [5, 20, 50]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # users split over three threads
+    try:
+        assert evaluator.evaluate(model, split).metrics == fused.metrics
+    finally:
+        torch.set_num_threads(threads)
     model.factors[1][7, 0] = float("nan")
     model.matrix[:, 7] = float("nan")
     model.cache.clear()
