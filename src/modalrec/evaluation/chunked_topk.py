@@ -7,7 +7,7 @@ it sits in cache:
 1. the maxima of ``CHUNK``-item blocks (block ``c`` holds items ``c, c + n_blocks, ...``: a
    vectorised loop over the row);
 2. the k-th largest block maximum, a lower bound of the row's k-th largest score (k blocks each
-   hold an item that high);
+   hold an item that high), found by insertion above a first bound taken from k groups of blocks;
 3. only the blocks reaching that bound, and among their items only those reaching it (about ``k``
    per row), are inserted into a sorted top-k.
 
@@ -69,7 +69,19 @@ def _row_topk(row: np.ndarray, maxima: np.ndarray, values: np.ndarray, indices: 
             v = row[c + t * n_blocks]
             m = v if v > m else m
         maxima[c] = m
+    # Each of k groups of consecutive blocks holds an item at least as high as its largest block
+    # maximum, so the smallest of these k group maxima already bounds the k-th score: seeding
+    # the bound with it skips most insertions below.
     values[:] = -np.inf
+    if n_blocks >= k:
+        size = n_blocks // k
+        seed = np.inf
+        for j in range(k):
+            top = maxima[j * size]
+            for c in range(j * size + 1, (j + 1) * size):
+                top = maxima[c] if maxima[c] > top else top
+            seed = top if top < seed else seed
+        values[k - 1] = seed
     for c in range(n_blocks):
         m = maxima[c]
         if m > values[k - 1]:
