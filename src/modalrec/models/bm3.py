@@ -68,9 +68,9 @@ class BM3Params(TrainParams):
     them fixed (the paper's description; below MMRec on the MovieLens-100K parity run)."""
 
 
-def cosine_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``1 - mean cosine(online, target)`` with the target held fixed."""
-    return 1 - F.cosine_similarity(online, target.detach(), dim=-1).mean()
+def unit_rows(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Rows divided by their norm clamped at ``eps``: the factors of ``F.cosine_similarity``."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
 
 
 @register("bm3")
@@ -114,26 +114,31 @@ class BM3(GradientRecommender):
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         p, m = self.params, self.module
         user_emb, item_emb = self.forward()
-        # Targets, projections and dropout on the batch's distinct users and items only: the same
-        # rows, one dropout mask per row as when dropping out the whole matrices, at a fraction of
-        # the cost on large catalogs.
+        # Targets, predictions and projections on the batch's distinct users and items only (one
+        # dropout mask per row, as when dropping out the whole matrices), then gathered per pair.
+        # Each cosine is the dot product of unit rows; the modality terms compare rows of the
+        # same distinct item, so they are sums over distinct items weighted by their counts.
         users_u, user_inv = torch.unique(users, return_inverse=True)
         items, inverse = torch.unique(pos, return_inverse=True)
+        counts = torch.bincount(inverse, minlength=len(items)).to(item_emb.dtype)
+        u_rows, i_rows = user_emb.index_select(0, users_u), item_emb.index_select(0, items)
         with torch.no_grad():
-            u_target = F.dropout(user_emb[users_u], p.dropout)[user_inv]
-            i_target = F.dropout(item_emb[items], p.dropout)[inverse]
-        u_online = m.predictor(user_emb[users])
-        i_online = m.predictor(item_emb[pos])
-        loss = cosine_loss(u_online, i_target) + cosine_loss(i_online, u_target)
+            u_target = unit_rows(F.dropout(u_rows, p.dropout))
+            i_target = unit_rows(F.dropout(i_rows, p.dropout))
+        u_online = unit_rows(m.predictor(u_rows)).index_select(0, user_inv)
+        i_online = unit_rows(m.predictor(i_rows)).index_select(0, inverse)
+        agreement = (u_online * i_target.index_select(0, inverse)).sum() \
+            + (i_online * u_target.index_select(0, user_inv)).sum()
+        loss = 2 - agreement / len(pos)
         reg = (torch.linalg.vector_norm(user_emb) + torch.linalg.vector_norm(item_emb)) / self.n_items
         loss = loss + p.reg_weight * reg
         modal = torch.zeros((), device=loss.device)
         for proj, (feat, _) in zip(m.projections, feature_slots(m, len(self.feature_dims))):
-            z = proj(feat[items])
+            z = proj(feat.index_select(0, items))
             with torch.no_grad():
-                z_target = F.dropout(z, p.dropout)[inverse]
-            z_online = m.predictor(z)[inverse]
-            modal = modal + cosine_loss(z_online, i_target) + cosine_loss(z_online, z_target)
+                targets = i_target + unit_rows(F.dropout(z, p.dropout))
+            z_online = unit_rows(m.predictor(z))
+            modal = modal + 2 - (counts @ (z_online * targets).sum(1)) / len(pos)
         return loss + p.cl_weight * modal
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

