@@ -20,7 +20,7 @@ Sections (``--section``, default all; each appends one JSON line per finished ru
   one torch thread (the reference's setting) and with all cores, on ML-100K and Baby
   (``train_speed.time_row``; run it on an otherwise idle machine).
 
-    .venv/bin/python benchmarks/parity.py                      # everything (about two CPU-hours)
+    .venv/bin/python benchmarks/parity.py                      # everything (about 45 CPU-minutes)
     .venv/bin/python benchmarks/parity.py --section quality --jobs 2
     .venv/bin/python benchmarks/parity.py --section timing
     .venv/bin/python benchmarks/parity.py --report             # print the tables from the results

@@ -199,7 +199,7 @@ def test_matches_reference_on_random_data(device, case):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_matches_reference_on_large_catalog(device):
-    """Enough items for the block-maxima top-k path, integer scores with heavy ties, and a
+    """Enough items for the chunked top-k path, integer scores with heavy ties, and a
     graded threshold."""
     rng = np.random.default_rng(3)
     n_users, n_items = 30, 1200
