@@ -144,11 +144,13 @@ class LATTICE(GradientRecommender):
         rows, cols, vals = [], [], []
         for w, proj, (feat, mask) in zip(weight, m.projections, feature_slots(m, len(self.feature_dims))):
             z = proj(feat)
-            r, c, _ = knn_edges(z, p.knn_k, mask, memory_mb=128)
-            zn = F.normalize(z, p=2, dim=1)
+            r, c, sims = knn_edges(z, p.knn_k, mask, memory_mb=128)
+            if torch.is_grad_enabled():  # the similarities again, differentiable in z
+                zn = F.normalize(z, p=2, dim=1)
+                sims = (zn.index_select(0, r) * zn.index_select(0, c)).sum(1)
             rows.append(r)
             cols.append(c)
-            vals.append(w * (zn[r] * zn[c]).sum(1))
+            vals.append(w * sims)
         r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(vals)
         rowsum = torch.zeros(self.n_items, device=v.device, dtype=v.dtype).index_add(0, r, v)
         inv_sqrt = torch.where(rowsum > 0, rowsum.clamp_min(1e-30).rsqrt(), torch.zeros_like(rowsum))
