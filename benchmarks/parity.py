@@ -20,7 +20,8 @@ Sections (``--section``, default all; each appends one JSON line per finished ru
   training interaction dropped from validation and test, as the reference does.
 - ``timing``: seconds per training epoch and per full validation pass (embeddings included), with
   one torch thread (the reference's setting) and with all cores, on ML-100K and Baby
-  (``train_speed.time_row``; run it on an otherwise idle machine).
+  (``train_speed.time_row``; run it on an otherwise idle machine), three runs per row by default
+  (``--timing-repeats``), reported as the median.
 
     .venv/bin/python benchmarks/parity.py                      # everything (about 45 CPU-minutes)
     .venv/bin/python benchmarks/parity.py --section quality --jobs 2
@@ -36,7 +37,9 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -164,29 +167,41 @@ def run_section(section: str, runs: list[Run], out: Path, jobs: int) -> dict[str
     return done
 
 
-def timing(out: Path) -> None:
-    """Per-epoch and per-evaluation seconds, one thread and all cores, appended to ``out``."""
+def timing(out: Path, repeats: int) -> None:
+    """Per-epoch and per-evaluation seconds, one thread and all cores, appended to ``out`` until
+    every row has ``repeats`` records; rounds go over all rows in turn, so a slow spell of the
+    machine spreads over rows instead of sinking one (the tables take the median per row)."""
     rows = {r.model: r for r in train_speed.ROWS if r.label != "LightGCN (3 layers)"}
     rows["lightgcn"] = train_speed.Row("LightGCN", "lightgcn", train_speed.COMMON | {"n_layers": 1, "reg_weight": 1e-2})
-    done = {(json.loads(line)["data"], json.loads(line)["model"], json.loads(line)["threads"])
-            for line in out.read_text().splitlines()} if out.exists() else set()
-    for data_name, models in (("ml100k", list(rows)), ("baby", ["bpr", "lightgcn"])):
-        data = bench_data.load(data_name, with_features=data_name == "ml100k")
-        for threads in (1, os.cpu_count() or 1):
-            torch.set_num_threads(threads)
-            for model in models:
-                if (data_name, model, threads) in done:
-                    continue
-                row = rows[model]
-                params = row.params | (ML100K_PARAMS.get(model, {}) if data_name == "ml100k" else BABY_PARAMS[model])
-                result = train_speed.time_row(train_speed.Row(row.label, model, params, row.needs_features),
-                                              data, epochs=4, seed=0, device="cpu")
-                record = {"data": data_name, "model": model, "threads": threads,
-                          "load": os.getloadavg()[0], **result}
-                with out.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                log.info("timing %s %s threads %d: %.3f s/epoch, %.4f s/eval", data_name, model, threads,
-                         result["epoch"], result["eval"])
+    counts = Counter((t["data"], t["model"], t["threads"]) for t in _load(out))
+    for round_ in range(repeats):
+        for data_name, models in (("ml100k", list(rows)), ("baby", ["bpr", "lightgcn"])):
+            data = bench_data.load(data_name, with_features=data_name == "ml100k")
+            for threads in (1, os.cpu_count() or 1):
+                torch.set_num_threads(threads)
+                for model in models:
+                    if counts[data_name, model, threads] > round_:
+                        continue
+                    row = rows[model]
+                    params = row.params | (ML100K_PARAMS.get(model, {}) if data_name == "ml100k" else BABY_PARAMS[model])
+                    result = train_speed.time_row(train_speed.Row(row.label, model, params, row.needs_features),
+                                                  data, epochs=4, seed=0, device="cpu")
+                    record = {"data": data_name, "model": model, "threads": threads,
+                              "load": os.getloadavg()[0], **result}
+                    with out.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    log.info("timing %s %s threads %d: %.3f s/epoch, %.4f s/eval", data_name, model, threads,
+                             result["epoch"], result["eval"])
+
+
+def median_timings(timings: list[dict]) -> list[dict]:
+    """One record per (data, model, threads): the median of every figure over its runs."""
+    groups: dict[tuple, list[dict]] = {}
+    for t in timings:
+        groups.setdefault((t["data"], t["model"], t["threads"]), []).append(t)
+    return [{"data": d, "model": m, "threads": n, "runs": len(group),
+             **{k: statistics.median(t[k] for t in group) for k in group[0] if isinstance(group[0][k], float)}}
+            for (d, m, n), group in groups.items()]
 
 
 # --- tables ------------------------------------------------------------------------------------------
@@ -223,11 +238,11 @@ def quality_table(results: dict[str, dict], timings: list[dict]) -> str:
 
 
 def timing_table(timings: list[dict]) -> str:
-    lines = ["| data | model | threads | s/epoch | CPU s/epoch | s/eval | CPU s/eval | load |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | model | threads | s/epoch | CPU s/epoch | s/eval | CPU s/eval | load | runs |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in timings:
         lines.append(f"| {t['data']} | {t['model']} | {t['threads']} | {t['epoch']:.3f} | {t['cpu_epoch']:.3f} | "
-                     f"{t['eval']:.4f} | {t['cpu_eval']:.4f} | {t['load']:.1f} |")
+                     f"{t['eval']:.4f} | {t['cpu_eval']:.4f} | {t['load']:.1f} | {t['runs']} |")
     return "\n".join(lines)
 
 
@@ -272,6 +287,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated run keys or model names")
     parser.add_argument("--out", default="runs/parity", help="folder of the JSON-lines results")
     parser.add_argument("--report", action="store_true", help="only print the tables of the results so far")
+    parser.add_argument("--timing-repeats", type=int, default=3, help="timing runs per row (the tables take the median)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)
@@ -283,14 +299,14 @@ def main() -> int:
     if not args.report:
         for section in sections:
             if section == "timing":
-                timing(out / "timing.jsonl")
+                timing(out / "timing.jsonl", args.timing_repeats)
             else:
                 if section == "tune":
                     reuse_reference_points(out)
                 done = run_section(section, pick(makers[section]()), out / f"{section}.jsonl", args.jobs)
                 if section == "tune":  # the chosen points with the other seeds
                     run_section(section, pick(seed_runs(done)), out / "tune.jsonl", args.jobs)
-    timings = _load(out / "timing.jsonl")
+    timings = median_timings(_load(out / "timing.jsonl"))
     by_key = {name: {r["key"]: r for r in _load(out / f"{name}.jsonl")} for name in makers}
     print(f"protocol: {PROTOCOL}, seed 999, only training items masked at test\n")
     print("MovieLens-100K, reference hyperparameters\n\n" + quality_table(by_key["quality"], timings))
