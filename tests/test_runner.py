@@ -214,3 +214,46 @@ def test_trial_record_keeps_the_learning_curve_and_flags_the_epoch_cap(tmp_path,
         dataset="tiny", dataset_dir=str(data), label="mostpop", model="mostpop", params={}, stage="final",
         evaluation={"cutoffs": [10], "valid_metric": "recall@10"}), tmp_path / "out")
     assert popularity["hit_epoch_cap"] is None and popularity["history"] == []
+
+
+def test_pool_workers_end_with_a_killed_runner(tmp_path):
+    """A runner killed with SIGKILL must not leave its pool workers running trials."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signal is Linux only")
+    pids = tmp_path / "pids"
+    script = f"""
+import multiprocessing, time
+from concurrent.futures import ProcessPoolExecutor
+from modalrec.experiments.backends import exit_with_parent
+import os
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
+    futures = [pool.submit(time.sleep, 120) for _ in range(2)]
+    time.sleep(3)
+    open({str(pids)!r}, "w").write(" ".join(str(p.pid) for p in multiprocessing.active_children()))
+    time.sleep(120)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while time.time() < deadline and not (pids.exists() and pids.read_text()):
+        time.sleep(0.1)
+    workers = [int(p) for p in pids.read_text().split()]
+    assert workers, "the pool started no worker"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [w for w in alive if _running(w)]
+    assert not alive, f"pool workers {alive} outlived the killed runner"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by init, a zombie just waits for that)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -6,8 +6,11 @@ their own records, so a backend that dies mid-way loses only the trials still ru
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -16,6 +19,17 @@ from typing import Any, Protocol
 from modalrec.experiments.trial import Trial, run_trial
 
 Progress = Callable[[Trial, dict[str, Any]], None]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent(parent: int) -> None:
+    """Pool initializer: on Linux the worker gets SIGTERM when the process that started it dies,
+    even by SIGKILL, so a killed run leaves no trial running on its own (results of finished
+    trials are on disk already; a rerun resumes)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 class Backend(Protocol):
@@ -37,7 +51,8 @@ class LocalBackend:
             return records  # type: ignore[return-value]
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(run_trial, trial, root, threads): n for n, trial in enumerate(trials)}
             for future in as_completed(futures):
                 n = futures[future]
