@@ -262,7 +262,7 @@ def tune_table(results: dict[str, dict]) -> str:
         spread = f"{recalls.mean():.4f} ± {recalls.std():.4f} ({len(seeds)})" if len(seeds) > 1 else ""
         lines.append(f"| {model} | {best['key'].split('|')[1]} ({points} of {len(TUNE_GRID[model])} points) | "
                      f"{best['valid_best']:.4f} | {best['recall@20']:.4f} | {best['recall@20'] / ref:.3f} | {spread} | "
-                     f"{_fmt(len(seeds) > 1 and recalls.mean() / ref or None, '.3f')} | {ref:.4f} |")
+                     f"{f'{recalls.mean() / ref:.3f}' if spread else ''} | {ref:.4f} |")
     return "\n".join(lines)
 
 

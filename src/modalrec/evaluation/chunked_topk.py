@@ -90,7 +90,7 @@ def _row_topk(row: np.ndarray, maxima: np.ndarray, values: np.ndarray, indices: 
                 values[j] = values[j - 1]
                 j -= 1
             values[j] = m
-    bound = values[k - 1] if n_blocks >= k else -np.inf
+    bound = values[k - 1]  # -inf with fewer than k blocks: every item is a candidate
     values[:] = -np.inf
     indices[:] = n_items  # above every index: an empty slot yields to an equal score
     for c in range(n_blocks):

@@ -3,11 +3,11 @@
 Users without a relevant held-out item are skipped and counted. Per-user values are kept for
 significance tests. Ties in scores follow ``ranking.topk_deterministic`` (lower item index first).
 
-Lean by design, since scoring (a matrix product) should be the only real cost: the mask and gain
-matrices become index tensors once per run, and a batch gathers its users' entries with a few
-vectorised operations; no dense (batch, n_items) gains matrix is built: the gains of the top-k
-items are looked up by binary search among the batch's sorted (row, item) keys, and the ideal DCG
-comes from the users' own gains; the masked copy of the scores lives in one buffer for the run.
+Lean by design, since scoring (a matrix product) should be the only real cost: the mask matrix
+becomes index tensors once per run, and a batch gathers its users' entries with a few vectorised
+operations; no dense (batch, n_items) gains matrix is built: the gains of the top-k items come
+from a scan of each user's few relevant items, and the ideal DCG from the users' own gains; the
+masked copy of the scores lives in one buffer for the run.
 
 Factorised models (score = user . item) hand over their embeddings (``factors``), and on CPU the
 evaluator never materialises their scores: ``chunked_topk.factor_topk`` scores, masks and ranks a
@@ -162,7 +162,7 @@ class Evaluator:
         """Rank every item for each user with a relevant item in ``target``; items in ``exclude``
         are masked. ``popularity`` (usually train) gives the item counts behind novelty.
         ``factors``: (user, item) embeddings whose products are exactly ``score``'s, to let the
-        evaluator compute the scores in its own layout (CPU, every item a candidate).
+        evaluator rank their products without a score matrix (CPU, every item a candidate).
 
         ``n_skipped`` counts users who hold items out but none relevant (all below the threshold);
         users who hold nothing out are neither evaluated nor counted."""
@@ -177,11 +177,8 @@ class Evaluator:
         n_relevant = np.diff(gains_csr.indptr)
         users = np.flatnonzero(n_relevant > 0)
         n_skipped = int(((target.user_counts() > 0) & (n_relevant == 0)).sum())
-        # Index tensors built once per run; each batch then only gathers its users' rows.
-        gains_rows = _CsrRows(gains_csr.indptr, gains_csr.indices, gains_csr.data, dev)
         gains_arrays = (gains_csr.indptr.astype(np.int64), gains_csr.indices, gains_csr.data.astype(np.float32))
         mask_pattern = _merged_pattern(exclude, n_users, n_items)
-        mask_rows = _CsrRows(*mask_pattern, None, dev)
         pool = None  # held-out candidates only: their item indices, in the tie order
         n_candidates = n_items
         if self.candidates == "held-out":
@@ -208,6 +205,10 @@ class Evaluator:
                                   f"target ({n_users}, {n_items})")
             fused = factors_are_safe(user_emb, item_emb)  # else the scorer's path catches NaN
             mask_ptr, mask_items = (np.asarray(a) for a in mask_pattern)
+        # Index tensors built once per run, where a path needs them; each batch then only gathers
+        # its users' rows.
+        mask_rows = None if fused else _CsrRows(*mask_pattern, None, dev)
+        gains_rows = None if binary else _CsrRows(gains_csr.indptr, gains_csr.indices, gains_csr.data, dev)
         # The fused path holds no score matrix: its batches only bound the index bookkeeping.
         batch = (self.batch_size or FUSED_BATCH_USERS) if fused else self.batch_users(n_items)
         users_t = torch.as_tensor(users, dtype=torch.long, device=dev)
@@ -231,6 +232,7 @@ class Evaluator:
                 scores = buffer[:n_batch]
                 scores.copy_(raw)
                 del raw
+                assert mask_rows is not None
                 row, col, _ = mask_rows.gather(rows_t)
                 scores.view(-1).index_fill_(0, row * n_items + col, -torch.inf)
                 if pool is None:
@@ -248,6 +250,7 @@ class Evaluator:
             if binary:
                 ideal = (torch.arange(k_max, device=dev).unsqueeze(0) < n_rel.unsqueeze(1)).float()
             else:
+                assert gains_rows is not None
                 g_row, _, g_val = gains_rows.gather(rows_t)
                 ideal = _ideal_gains(g_row, g_val, n_batch, k_max)
             tables.append(ranking_metric_table(gains_top, n_rel, ideal, self.cutoffs).cpu())

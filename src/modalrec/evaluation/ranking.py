@@ -11,9 +11,9 @@ first**. ``torch.topk`` gives no such guarantee, so:
 - ties inside the top-k are reordered by item index (two tiny sorts of ``(rows, k)``, skipped
   when no two of the top-k values are equal).
 
-On CPU, rows of float scores go to ``chunked_topk`` (chunk maxima, then a compiled scan in item
-order), which applies the same rule directly; the steps above serve other devices and its few
-leftover rows.
+On CPU, rows of float scores go to ``chunked_topk`` (block maxima bound the k-th score, then a
+compiled insertion of the few items reaching it), which applies the same rule directly; the steps
+above serve other devices and the rows it leaves (a NaN, fewer than k finite scores).
 
 NaN scores rank above everything (torch's convention; the order among NaNs is unspecified); the
 evaluator rejects them.
