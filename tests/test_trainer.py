@@ -15,7 +15,8 @@ from modalrec.data.split import Split
 from modalrec.errors import ConfigError, ModelError
 from modalrec.evaluation.evaluator import Evaluator
 from modalrec.models.base import Recommender
-from modalrec.models.bpr import BPR, BPRParams, bpr_loss, embedding_penalty
+from modalrec.models.bpr import BPR, BPRParams
+from modalrec.models.bpr_objective import bpr_loss, embedding_penalty
 from modalrec.training import sampler as sampler_module
 from modalrec.training.gradient import GradientRecommender, TrainParams
 from modalrec.training.sampler import PairwiseSampler

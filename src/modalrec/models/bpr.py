@@ -3,11 +3,11 @@
 Parity (MovieLens-100K reference inputs and protocol, seed 999, ``benchmarks/parity.py``): test
 recall@20 0.3369 against MMRec's 0.3396 at reg_weight 1e-3; Baby, mean of three seeds, 0.0533
 against 0.0534. Speed finding: an epoch is 40 steps of 2,048 triples whose arithmetic is tiny
-(2,048 x 64 products); each step's cost is the framework's per-step work: three row gathers and
-their scatter-adds back into the tables (about 0.3 ms each through autograd), a dozen small
-element-wise kernels and the Adam update of both tables. A closed-form fused gradient was tried
-and was not faster on CPU: the custom autograd node costs what the saved kernels did. The epoch
-takes 0.13-0.17 CPU-s on one thread against MMRec's 0.39 s (2.3-3x).
+(2,048 x 64 products), so through autograd each step's cost was the framework's: three row gathers
+and their scatter-adds, a dozen small element-wise kernels and the backward of the unsquared norms
+(three passes over each gathered matrix), about 0.1-0.15 s an epoch. ``bpr_objective`` computes the
+loss and both tables' gradients in one compiled pass over the batch; what is left is sampling and
+the Adam update of both tables (see the parity figures in the README).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import dataclasses
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
+from modalrec.models.bpr_objective import bpr_objective
 from modalrec.models.registry import register
 from modalrec.training.gradient import GradientRecommender, TrainParams
 
@@ -32,19 +32,6 @@ class BPRParams(TrainParams):
     reg_style: Literal["norm", "squared"] = "norm"
     """'norm': sum of unsquared L2 norms / batch size, as MMRec and RecBole do (the reference
     protocol); 'squared': ``lambda/2 * ||theta||^2`` per sample as in Rendle et al."""
-
-
-def embedding_penalty(style: str, *tensors: torch.Tensor) -> torch.Tensor:
-    """The L2 penalty on batch embeddings, in MMRec's ('norm') or Rendle's ('squared') form."""
-    batch = tensors[0].shape[0]
-    if style == "norm":
-        return sum(torch.linalg.vector_norm(t) for t in tensors) / batch
-    return sum(t.pow(2).sum() for t in tensors) / (2 * batch)
-
-
-def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
-    """``-mean log sigmoid(s_pos - s_neg)``, numerically stable."""
-    return F.softplus(neg_scores - pos_scores).mean()
 
 
 @register("bpr")
@@ -67,11 +54,8 @@ class BPR(GradientRecommender):
         return module
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        # index_select: its backward (index_add) is deterministic and fast on CPU, unlike ``[]``'s.
-        user, item = self.module.user, self.module.item
-        u, i, j = user.index_select(0, users), item.index_select(0, pos), item.index_select(0, neg)
-        ranking = bpr_loss((u * i).sum(1), (u * j).sum(1))
-        return ranking + self.params.reg_weight * embedding_penalty(self.params.reg_style, u, i, j)
+        p = self.params
+        return bpr_objective(self.module.user, self.module.item, users, pos, neg, p.reg_weight, p.reg_style)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.module.user, self.module.item

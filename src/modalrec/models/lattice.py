@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from modalrec.data.interactions import Interactions
 from modalrec.errors import ConfigError
 from modalrec.features.features import FeatureSet
-from modalrec.models.bpr import bpr_loss
+from modalrec.models.bpr_objective import bpr_loss
 from modalrec.models.graph import bipartite_adjacency, knn_edges, knn_graph, symmetric_normalize
 from modalrec.models.modality import (
     SparseOperator,

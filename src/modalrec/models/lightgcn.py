@@ -17,7 +17,7 @@ import torch
 
 from modalrec.data.interactions import Interactions
 from modalrec.errors import ConfigError
-from modalrec.models.bpr import bpr_loss, embedding_penalty
+from modalrec.models.bpr_objective import bpr_objective
 from modalrec.models.graph import normalized_adjacency, to_torch_sparse
 from modalrec.models.registry import register
 from modalrec.training.gradient import GradientRecommender, TrainParams
@@ -76,11 +76,8 @@ class LightGCN(GradientRecommender):
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         user_emb, item_emb = self.propagate()
-        u, i, j = user_emb.index_select(0, users), item_emb.index_select(0, pos), item_emb.index_select(0, neg)
-        ranking = bpr_loss((u * i).sum(1), (u * j).sum(1))
-        user, item = self.module.user, self.module.item
-        ego = (user.index_select(0, users), item.index_select(0, pos), item.index_select(0, neg))
-        return ranking + self.params.reg_weight * embedding_penalty(self.params.reg_style, *ego)
+        p, m = self.params, self.module
+        return bpr_objective(user_emb, item_emb, users, pos, neg, p.reg_weight, p.reg_style, m.user, m.item)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.propagate()

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 
 from modalrec.features.features import FeatureSet
-from modalrec.models.bpr import bpr_loss, embedding_penalty
+from modalrec.models.bpr_objective import bpr_loss, bpr_objective, embedding_penalty
 from modalrec.models.modality import add_feature_buffers, copy_features, feature_slots, project_rows
 from modalrec.models.registry import register
 from modalrec.training.gradient import GradientRecommender, TrainParams
@@ -162,18 +162,22 @@ class VBPRMMRec(GradientRecommender):
     def set_features(self, features: FeatureSet) -> None:
         copy_features(self.module, features)
 
-    def _items(self, items: torch.Tensor) -> torch.Tensor:
-        """``[id embedding ; W f_i + b]`` for each of ``items``."""
+    def _item_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[id embedding ; W f_i + b]`` of the distinct ``items``, and the index of each item's row."""
         m = self.module
         blocks = list(m.linear.weight.T.split(list(self.feature_dims.values()), dim=0))
         rows, inverse = project_rows(feature_slots(m, len(self.feature_dims)), blocks, items, m.linear.bias)
-        return torch.cat([m.item.index_select(0, items), rows.index_select(0, inverse)], dim=1)
+        if len(rows) == self.n_items:  # every item, in item order
+            distinct = torch.arange(self.n_items, device=items.device)
+        else:
+            distinct = items.new_empty(len(rows)).scatter_(0, inverse, items)
+        return torch.cat([m.item.index_select(0, distinct), rows], dim=1), inverse
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        u = self.module.user.index_select(0, users)
-        i, j = self._items(torch.cat([pos, neg])).split(len(pos))
-        ranking = bpr_loss((u * i).sum(1), (u * j).sum(1))
-        return ranking + self.params.reg_weight * embedding_penalty("norm", u, i, j)
+        rows, inverse = self._item_rows(torch.cat([pos, neg]))
+        i, j = inverse.split(len(pos))
+        return bpr_objective(self.module.user, rows, users, i, j, self.params.reg_weight)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.module.user, self._items(torch.arange(self.n_items, device=self.module.item.device))
+        rows, _ = self._item_rows(torch.arange(self.n_items, device=self.module.item.device))
+        return self.module.user, rows
