@@ -88,9 +88,9 @@ TUNE_GRID: dict[str, list[dict]] = {
     + [{"lr": 5e-3, "reg_weight": 1e-2}, {"lr": 2e-3, "reg_weight": 0.5}, {"lr": 2e-3, "reg_weight": 1.0}],
     "lightgcn": [{"n_layers": n, "reg_weight": r} for n, r in ((1, 1e-2), (2, 1e-2), (2, 1e-3))],
     "vbpr-mmrec": [{"reg_weight": r} for r in (2.0, 0.1)],
-    "freedom": [{"dropout": d, "reg_weight": r} for d, r in ((0.8, 0.0), (0.9, 0.0))],
+    "freedom": [{"dropout": d, "reg_weight": r} for d in (0.8, 0.9) for r in (0.0, 1e-5, 1e-4, 1e-3)],
     "lattice": [{"knn_k": k, "lambda_coeff": c} for k, c in ((10, 0.9), (10, 0.7), (20, 0.9))]
-    + [{"n_ui_layers": 1}, {"lr": 5e-4}],
+    + [{"n_ui_layers": 1}, {"lr": 5e-4}, {"n_ui_layers": 1, "knn_k": 20}, {"n_ui_layers": 1, "lambda_coeff": 0.7}],
     "bm3": [{"n_layers": n, "dropout": d, "reg_weight": r}
             for n, d, r in ((1, 0.3, 0.1), (2, 0.3, 0.1), (1, 0.5, 0.1))],
 }

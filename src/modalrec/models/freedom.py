@@ -28,7 +28,7 @@ import torch
 from modalrec.data.interactions import Interactions
 from modalrec.errors import ConfigError
 from modalrec.features.features import FeatureSet
-from modalrec.models.bpr import bpr_loss
+from modalrec.models.bpr_objective import bpr_loss
 from modalrec.models.graph import knn_graph, normalized_adjacency, symmetric_normalize
 from modalrec.models.modality import (
     SparseOperator,
@@ -37,6 +37,7 @@ from modalrec.models.modality import (
     feature_slots,
     light_propagate,
     modality_weights,
+    project_rows,
 )
 from modalrec.models.registry import register
 from modalrec.training.gradient import GradientRecommender, TrainParams
@@ -163,9 +164,11 @@ class FREEDOM(GradientRecommender):
         u = user_emb[users]
         loss = bpr_loss((u * item_emb[pos]).sum(1), (u * item_emb[neg]).sum(1))
         if self.params.reg_weight:
+            # each distinct item projected once (a batch's 2 x 2048 rows hold at most n_items)
             align = torch.zeros((), device=u.device)
-            for proj, (feat, _) in zip(self.module.projections, feature_slots(self.module, len(self.feature_dims))):
-                fp, fn = proj(feat[pos]), proj(feat[neg])
+            for proj, slot in zip(self.module.projections, feature_slots(self.module, len(self.feature_dims))):
+                rows, inverse = project_rows([slot], [proj.weight.T], torch.cat([pos, neg]), proj.bias)
+                fp, fn = rows.index_select(0, inverse).split(len(pos))
                 align = align + bpr_loss((u * fp).sum(1), (u * fn).sum(1))
             loss = loss + self.params.reg_weight * align
         return loss

@@ -115,7 +115,7 @@ class _EdgeMatmul(torch.autograd.Function):
 
 def edge_propagate(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``A @ x`` for a COO edge list, differentiable in both ``values`` and ``x`` (duplicates add)."""
-    if not (values.requires_grad or x.requires_grad):
+    if not torch.is_grad_enabled() or not (values.requires_grad or x.requires_grad):
         return edge_csr(rows, cols, values, (x.shape[0], x.shape[0])) @ x
     return _EdgeMatmul.apply(values, x, rows, cols, x.shape[0])
 
