@@ -410,17 +410,23 @@ def test_accepts_other_dtypes_and_devices_of_scores():
     assert a.metrics == b.metrics
 
 
-def test_ranking_metrics_dict_matches_the_table():
-    from modalrec.evaluation.metrics import ranking_metric_table, ranking_metrics
+def test_metric_table_by_hand() -> None:
+    from modalrec.evaluation.metrics import metric_table
 
-    gains = torch.tensor([[0.0, 3.0, 1.0], [1.0, 0.0, 0.0]])
-    ideal = torch.tensor([[3.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
-    n_rel = torch.tensor([2, 2])
-    by_name = ranking_metrics(gains, n_rel, ideal, [1, 3])
-    table = ranking_metric_table(gains, n_rel, ideal, [1, 3])
+    # user 0: relevant items 5 (gain 3) and 7 (gain 1), ranked [2, 5, 7]; user 1: relevant 4 and
+    # 9 (gain 1 each), ranked [4, 0, -] with the third rank empty (no candidate left).
+    top = np.array([[2, 5, 7], [4, 0, 0]])
+    ranked = np.array([[True, True, True], [True, True, False]])
+    ptr, items, gains = np.array([0, 2, 4]), np.array([5, 7, 4, 9]), np.array([3.0, 1.0, 1.0, 1.0], np.float32)
+    table = metric_table(top, ranked, np.array([0, 1]), ptr, items, gains, np.array([1, 3, 10]))
+    by_name = {f"{name}@{k}": table[:, i, j] for i, name in enumerate(RANKING_METRICS)
+               for j, k in enumerate([1, 3, 10])}
     assert by_name["ndcg@3"].tolist() == pytest.approx([(3 / math.log2(3) + 1 / 2) / (3 + 1 / math.log2(3)),
                                                         1 / (1 + 1 / math.log2(3))])
-    assert by_name["mrr@1"].tolist() == [0.0, 1.0]
-    for i, name in enumerate(RANKING_METRICS):
-        for j, k in enumerate([1, 3]):
-            assert torch.equal(by_name[f"{name}@{k}"], table[:, i, j])
+    assert by_name["ndcg@10"].tolist() == by_name["ndcg@3"].tolist()  # read at rank min(k, K)
+    assert by_name["recall@1"].tolist() == [0.0, 0.5] and by_name["recall@3"].tolist() == [1.0, 0.5]
+    assert by_name["precision@3"].tolist() == pytest.approx([2 / 3, 1 / 3])
+    assert by_name["precision@10"].tolist() == pytest.approx([0.2, 0.1])  # hits / k, not / K
+    assert by_name["hr@1"].tolist() == [0.0, 1.0]
+    assert by_name["map@3"].tolist() == pytest.approx([(1 / 2 + 2 / 3) / 2, 1 / 2])
+    assert by_name["mrr@1"].tolist() == [0.0, 1.0] and by_name["mrr@3"].tolist() == [0.5, 1.0]

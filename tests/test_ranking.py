@@ -51,6 +51,8 @@ def score_matrices(draw):
     scores = rng.integers(0, levels, size=(n_rows, n_items)).astype(np.float32)
     if draw(st.booleans()):  # masked items, as the evaluator writes them
         scores[rng.random(scores.shape) < draw(st.sampled_from([0.1, 0.5, 0.95]))] = -np.inf
+    if draw(st.booleans()):  # a few infinite scores (a scorer's overflow): the bound must stay valid
+        scores[rng.random(scores.shape) < draw(st.sampled_from([0.01, 0.3]))] = np.inf
     k = draw(st.integers(1, n_items + 5))
     return torch.from_numpy(scores), k
 

@@ -6,10 +6,12 @@ it sits in cache:
 
 1. the maxima of ``CHUNK``-item blocks (block ``c`` holds items ``c, c + n_blocks, ...``: a
    vectorised loop over the row);
-2. the k-th largest block maximum, a lower bound of the row's k-th largest score (k blocks each
-   hold an item that high), found by insertion above a first bound taken from k groups of blocks;
-3. only the blocks reaching that bound, and among their items only those reaching it (about ``k``
-   per row), are inserted into a sorted top-k.
+2. a lower bound of the row's k-th largest score: any value that at least k block maxima reach
+   (k blocks each hold an item that high). The smallest of k group maxima is one; a few bisection
+   steps, each a vectorised count over the maxima, raise it towards the k-th largest block maximum
+   (keeping the maxima sorted instead cost more than the rest of the row);
+3. only the blocks reaching that bound, and among their items only those reaching it (a little
+   more than ``k`` per row), are inserted into a sorted top-k.
 
 An item displaces another when its score is higher, or equal and its index lower, so among equal
 scores the lower item index ranks first: ``ranking.topk_deterministic``'s rule, with no tie
@@ -35,6 +37,7 @@ import torch
 from threadpoolctl import ThreadpoolController
 
 CHUNK = 16  # items per block maximum
+BISECTIONS = 6  # steps tightening a row's bound: candidates near k, at a few vector passes each
 MIN_ITEMS = 4 * CHUNK  # shorter rows: torch.topk is as fast and needs no compilation
 FACTOR_ROWS = 128  # users scored per BLAS call in factor_topk: a block that stays in cache
 SCORE_LIMIT = 1e30  # factor norms multiplying to more: factor_topk leaves the scores to the caller
@@ -69,28 +72,31 @@ def _row_topk(row: np.ndarray, maxima: np.ndarray, values: np.ndarray, indices: 
             v = row[c + t * n_blocks]
             m = v if v > m else m
         maxima[c] = m
-    # Each of k groups of consecutive blocks holds an item at least as high as its largest block
-    # maximum, so the smallest of these k group maxima already bounds the k-th score: seeding
-    # the bound with it skips most insertions below.
-    values[:] = -np.inf
+    # A bound b is valid when at least k block maxima reach it (each such block holds an item at
+    # least as high, so the k-th score is >= b). The smallest of k group maxima is one (k groups of
+    # consecutive blocks); bisection between it and the largest maximum tightens it towards the
+    # k-th largest block maximum, counting with a vectorised loop instead of keeping them sorted.
+    bound = -np.inf
     if n_blocks >= k:
         size = n_blocks // k
-        seed = np.inf
+        bound = np.inf
         for j in range(k):
             top = maxima[j * size]
             for c in range(j * size + 1, (j + 1) * size):
                 top = maxima[c] if maxima[c] > top else top
-            seed = top if top < seed else seed
-        values[k - 1] = seed
-    for c in range(n_blocks):
-        m = maxima[c]
-        if m > values[k - 1]:
-            j = k - 1
-            while j > 0 and m > values[j - 1]:
-                values[j] = values[j - 1]
-                j -= 1
-            values[j] = m
-    bound = values[k - 1]  # -inf with fewer than k blocks: every item is a candidate
+            bound = top if top < bound else bound
+        high = maxima.max()
+        for _ in range(BISECTIONS):
+            if not (-np.inf < bound < high < np.inf):
+                break
+            middle = bound + (high - bound) / 2
+            reach = 0
+            for c in range(n_blocks):
+                reach += maxima[c] >= middle
+            if reach >= k:
+                bound = middle
+            else:
+                high = middle
     values[:] = -np.inf
     indices[:] = n_items  # above every index: an empty slot yields to an equal score
     for c in range(n_blocks):
@@ -108,9 +114,11 @@ def _row_topk(row: np.ndarray, maxima: np.ndarray, values: np.ndarray, indices: 
 def _topk_rows(scores: np.ndarray, values: np.ndarray, indices: np.ndarray) -> bool:
     """``_row_topk`` for every row of a C-contiguous matrix; True (and no result) on a NaN."""
     for r in range(scores.shape[0]):
-        for i in range(scores.shape[1]):
-            if scores[r, i] != scores[r, i]:
-                return True
+        row, nan = scores[r], False
+        for i in range(len(row)):  # no early exit: a vectorised pass
+            nan |= row[i] != row[i]
+        if nan:
+            return True
     maxima = np.empty(scores.shape[1] // CHUNK, dtype=scores.dtype)
     for r in range(scores.shape[0]):
         _row_topk(scores[r], maxima, values[r], indices[r])

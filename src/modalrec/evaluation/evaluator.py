@@ -5,9 +5,10 @@ significance tests. Ties in scores follow ``ranking.topk_deterministic`` (lower 
 
 Lean by design, since scoring (a matrix product) should be the only real cost: the mask matrix
 becomes index tensors once per run, and a batch gathers its users' entries with a few vectorised
-operations; no dense (batch, n_items) gains matrix is built: the gains of the top-k items come
-from a scan of each user's few relevant items, and the ideal DCG from the users' own gains; the
-masked copy of the scores lives in one buffer for the run.
+operations; no dense (batch, n_items) gains matrix is built: ``metrics.metric_table`` takes each
+user's top-k items and finds their gains by a scan of the user's few relevant items (on CPU, after
+a small (users, k) transfer from another device); the masked copy of the scores lives in one
+buffer for the run.
 
 Factorised models (score = user . item) hand over their embeddings (``factors``), and on CPU the
 evaluator never materialises their scores: ``chunked_topk.factor_topk`` scores, masks and ranks a
@@ -21,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -31,7 +31,7 @@ from modalrec.data.interactions import Interactions
 from modalrec.data.split import Split
 from modalrec.errors import ConfigError, ModelError
 from modalrec.evaluation.chunked_topk import factor_topk, factors_are_safe
-from modalrec.evaluation.metrics import RANKING_METRICS, ranking_metric_table
+from modalrec.evaluation.metrics import RANKING_METRICS, metric_table
 from modalrec.evaluation.ranking import topk_deterministic
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,6 @@ class Evaluator:
             order = np.random.default_rng(HELD_OUT_TIE_SEED).permutation(n_items)
             pool = torch.as_tensor(order[inside[order]], dtype=torch.long, device=dev)
             n_candidates = len(pool)
-        binary = not self.graded
         k_max = min(max(self.cutoffs), n_candidates)
         # Recommendation counts per item, by the first cutoff that covers each rank (one
         # index_add per batch); a cumulative sum over cutoffs at the end gives the counts at k.
@@ -207,12 +206,11 @@ class Evaluator:
             mask_ptr, mask_items = (np.asarray(a) for a in mask_pattern)
         # Index tensors built once per run, where a path needs them; each batch then only gathers
         # its users' rows.
-        mask_rows = None if fused else _CsrRows(*mask_pattern, None, dev)
-        gains_rows = None if binary else _CsrRows(gains_csr.indptr, gains_csr.indices, gains_csr.data, dev)
+        mask_rows = None if fused else _CsrRows(*mask_pattern, dev)
         # The fused path holds no score matrix: its batches only bound the index bookkeeping.
         batch = (self.batch_size or FUSED_BATCH_USERS) if fused else self.batch_users(n_items)
         users_t = torch.as_tensor(users, dtype=torch.long, device=dev)
-        n_relevant_t = torch.as_tensor(n_relevant[users], dtype=torch.float64, device=dev)
+        cutoffs = np.asarray(self.cutoffs, dtype=np.int64)
 
         chunks = range(0, len(users), batch)
         for lo in tqdm(chunks, desc="evaluate", unit="batch", disable=not self.progress, leave=False):
@@ -233,7 +231,7 @@ class Evaluator:
                 scores.copy_(raw)
                 del raw
                 assert mask_rows is not None
-                row, col, _ = mask_rows.gather(rows_t)
+                row, col = mask_rows.gather(rows_t)
                 scores.view(-1).index_fill_(0, row * n_items + col, -torch.inf)
                 if pool is None:
                     values, top = topk_deterministic(scores, k_max)
@@ -241,23 +239,17 @@ class Evaluator:
                     values, top = topk_deterministic(scores[:, pool], k_max)
                     top = pool[top]
                 del scores
-            if bool(torch.isnan(values[:, 0]).any()):
+            if not fused and bool(torch.isnan(values[:, 0]).any()):  # factors_are_safe rules NaN out
                 raise ModelError("the model produced NaN scores", hint="check the training loss and inputs")
-            valid_rank = values > -torch.inf  # fewer unmasked items than k: the rest is no rank
-            gains_top = torch.from_numpy(_ranked_gains(top.cpu().numpy(), batch_users, *gains_arrays))
-            gains_top = gains_top.to(dev) * valid_rank
-            n_rel = n_relevant_t[lo : lo + batch]
-            if binary:
-                ideal = (torch.arange(k_max, device=dev).unsqueeze(0) < n_rel.unsqueeze(1)).float()
-            else:
-                assert gains_rows is not None
-                g_row, _, g_val = gains_rows.gather(rows_t)
-                ideal = _ideal_gains(g_row, g_val, n_batch, k_max)
-            tables.append(ranking_metric_table(gains_top, n_rel, ideal, self.cutoffs).cpu())
-            keys = (top + bucket)[valid_rank]
-            rec_counts.index_add_(0, keys, torch.ones_like(keys))
+            ranked = values > -torch.inf  # fewer unmasked items than k: the rest is no rank
+            tables.append(metric_table(top.cpu().numpy(), ranked.cpu().numpy(), batch_users, *gains_arrays,
+                                       cutoffs))
+            keys = top + bucket
+            if not bool(ranked.all()):
+                keys = keys[ranked]
+            rec_counts.index_add_(0, keys.view(-1), torch.ones_like(keys.view(-1)))
 
-        table = torch.cat(tables).numpy() if tables else np.zeros((0, len(RANKING_METRICS), len(self.cutoffs)))
+        table = np.concatenate(tables) if tables else np.zeros((0, len(RANKING_METRICS), len(self.cutoffs)))
         arrays = {f"{name}@{k}": np.ascontiguousarray(table[:, i, j])
                   for j, k in enumerate(self.cutoffs) for i, name in enumerate(RANKING_METRICS)}
         metrics = {name: float(values.mean()) if len(values) else 0.0 for name, values in arrays.items()}
@@ -276,18 +268,16 @@ class Evaluator:
 
 
 class _CsrRows:
-    """A CSR matrix's arrays on the device, to gather the entries of a batch of rows at once."""
+    """A CSR pattern's arrays on the device, to gather the entries of a batch of rows at once."""
 
-    def __init__(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None,
-                 device: torch.device) -> None:
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, device: torch.device) -> None:
         # int32 columns, as Interactions stores them: on CPU the arrays are shared, not copied.
         self.indptr = torch.as_tensor(np.asarray(indptr, dtype=np.int64), device=device)
         self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int32), device=device)
-        self.data = None if data is None else torch.as_tensor(np.asarray(data, dtype=np.float32), device=device)
 
-    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(position of the row in ``rows``, column, value) of every entry, row by row, columns
-        ascending within a row."""
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(position of the row in ``rows``, column) of every entry, row by row, columns ascending
+        within a row."""
         starts = self.indptr[rows]
         counts = self.indptr[rows + 1] - starts
         total = int(counts.sum())
@@ -295,7 +285,7 @@ class _CsrRows:
                                         output_size=total)
         offsets = torch.cumsum(counts, 0) - counts  # where each row's entries begin in the output
         entry = torch.arange(total, device=rows.device) + (starts - offsets)[local]
-        return local, self.indices[entry], None if self.data is None else self.data[entry]
+        return local, self.indices[entry]
 
 
 def _merged_pattern(parts: Sequence[Interactions], n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -309,36 +299,6 @@ def _merged_pattern(parts: Sequence[Interactions], n_users: int, n_items: int) -
         union = union + part.csr()
     union.sort_indices()
     return union.indptr, union.indices
-
-
-@numba.njit(cache=True, nogil=True)
-def _ranked_gains(top: np.ndarray, rows: np.ndarray, ptr: np.ndarray, items: np.ndarray,
-                  gains: np.ndarray) -> np.ndarray:
-    """(users, k) gain of each ranked item, 0 where not relevant: a scan of each user's few
-    relevant items, cheaper than a binary search among all of the batch's."""
-    out = np.zeros(top.shape, dtype=np.float32)
-    for r in range(top.shape[0]):
-        u = rows[r]
-        for j in range(top.shape[1]):
-            for p in range(ptr[u], ptr[u + 1]):
-                if items[p] == top[r, j]:
-                    out[r, j] = gains[p]
-                    break
-    return out
-
-
-def _ideal_gains(row: torch.Tensor, gain: torch.Tensor, n_batch: int, k: int) -> torch.Tensor:
-    """(users, k): each user's relevant gains sorted descending, zero-padded (the IDCG ranking)."""
-    order = torch.sort(gain, descending=True, stable=True).indices
-    order = order[torch.sort(row[order], stable=True).indices]  # by row, then gain descending
-    row_sorted = row[order]
-    counts = torch.bincount(row_sorted, minlength=n_batch)
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(order), device=row.device) - first[row_sorted]
-    ideal = torch.zeros((n_batch, k), dtype=torch.float32, device=row.device)
-    keep = rank < k
-    ideal[row_sorted[keep], rank[keep]] = gain[order][keep]
-    return ideal
 
 
 def gini(counts: np.ndarray) -> float:

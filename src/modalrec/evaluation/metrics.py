@@ -1,4 +1,4 @@
-"""Per-user ranking metrics from a top-k gain matrix, vectorised over a batch of users.
+"""Per-user ranking metrics from each user's top-k items and held-out gains, one compiled pass.
 
 Conventions (the ones the reference study and MMRec use):
 - Recall@k = relevant hits in the top-k / number of relevant held-out items.
@@ -7,55 +7,64 @@ Conventions (the ones the reference study and MMRec use):
   the user's relevant gains descending. Binary gains are 1; graded gains are ``2^(r - t + 1) - 1``.
 - MAP@k = sum over hit ranks of Precision@rank / min(k, relevant).
 - MRR@k = 1 / rank of the first hit (0 without one).
+
+A user's row walks the ranks once, accumulating hits, DCG, IDCG and the AP terms in float64, and
+writes every cutoff's values as it passes it: a few microseconds per user, where the same table
+as some thirty tensor operations cost about a millisecond per batch on CPU.
 """
 
 from __future__ import annotations
 
-import torch
+import math
+
+import numba
+import numpy as np
 
 RANKING_METRICS = ("recall", "precision", "ndcg", "hr", "map", "mrr")
 
 
-def ranking_metrics(
-    gains: torch.Tensor, n_relevant: torch.Tensor, ideal: torch.Tensor, cutoffs: list[int]
-) -> dict[str, torch.Tensor]:
-    """Per-user metrics ``{'recall@20': (users,) float64, ...}``.
+@numba.njit(cache=True, nogil=True)
+def metric_table(top: np.ndarray, ranked: np.ndarray, users: np.ndarray, ptr: np.ndarray,
+                 items: np.ndarray, gains: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """(users, len(RANKING_METRICS), len(cutoffs)) float64.
 
-    ``gains``: (users, K) gain of the item at each rank (0 when not relevant), K >= max cutoff
-    (or K = number of items when that is smaller).
-    ``n_relevant``: (users,) count of relevant held-out items.
-    ``ideal``: (users, K) the user's relevant gains sorted descending, zero-padded.
+    ``top``: (users, K) item at each rank, ``ranked``: (users, K) False where a rank holds no item
+    (fewer candidates than K); row ``r`` is user ``users[r]``, whose relevant items and positive
+    gains are ``items[ptr[u]:ptr[u + 1]]`` and ``gains[...]`` (CSR); ``cutoffs`` ascending, each
+    read at rank ``min(k, K)``.
     """
-    table = ranking_metric_table(gains, n_relevant, ideal, cutoffs)
-    return {f"{name}@{k}": table[:, i, j] for i, name in enumerate(RANKING_METRICS) for j, k in enumerate(cutoffs)}
-
-
-def ranking_metric_table(
-    gains: torch.Tensor, n_relevant: torch.Tensor, ideal: torch.Tensor, cutoffs: list[int]
-) -> torch.Tensor:
-    """The same metrics as one (users, len(RANKING_METRICS), len(cutoffs)) float64 tensor, all
-    cutoffs at once (few large operations rather than many small ones per batch)."""
-    gains = gains.double()
-    k_max = gains.shape[1]
-    device = gains.device
-    ranks = torch.arange(1, k_max + 1, dtype=torch.float64, device=device)
-    discount = 1.0 / torch.log2(ranks + 1.0)
-    hit = (gains > 0).double()
-    cum_hits = hit.cumsum(dim=1)
-    dcg = (gains * discount).cumsum(dim=1)
-    idcg = (ideal.double() * discount).cumsum(dim=1)
-    ap_terms = (cum_hits / ranks * hit).cumsum(dim=1)
-    first_hit = torch.where(hit.any(dim=1), hit.argmax(dim=1).double() + 1.0, torch.inf).unsqueeze(1)
-    ks = torch.tensor(cutoffs, dtype=torch.float64, device=device)
-    cols = torch.tensor([min(k, k_max) - 1 for k in cutoffs], dtype=torch.long, device=device)
-    n_rel = n_relevant.double().unsqueeze(1)
-    hits_k = cum_hits[:, cols]
-    idcg_k = idcg[:, cols]
-    return torch.stack([
-        hits_k / n_rel,  # recall
-        hits_k / ks,  # precision
-        torch.where(idcg_k > 0, dcg[:, cols] / idcg_k, 0.0),  # ndcg
-        (hits_k > 0).double(),  # hr
-        ap_terms[:, cols] / torch.minimum(n_rel, ks),  # map
-        torch.where(first_hit <= ks, 1.0 / first_hit, 0.0),  # mrr
-    ], dim=1)
+    n_rows, k_max = top.shape
+    out = np.zeros((n_rows, 6, len(cutoffs)))
+    discount = np.empty(k_max)
+    for j in range(k_max):
+        discount[j] = 1.0 / math.log2(j + 2.0)
+    for r in range(n_rows):
+        u = users[r]
+        lo, hi = ptr[u], ptr[u + 1]
+        n_rel = hi - lo
+        ideal = np.sort(gains[lo:hi].astype(np.float64))[::-1]
+        hits, dcg, idcg, ap, first, c = 0, 0.0, 0.0, 0.0, 0, 0
+        for j in range(k_max):
+            gain = 0.0
+            if ranked[r, j]:
+                for p in range(lo, hi):  # a user's few relevant items: a scan beats a search
+                    if items[p] == top[r, j]:
+                        gain = float(gains[p])
+                        break
+            if gain > 0:
+                hits += 1
+                ap += hits / (j + 1.0)
+                first = j + 1 if first == 0 else first
+            dcg += gain * discount[j]
+            if j < n_rel:
+                idcg += ideal[j] * discount[j]
+            while c < len(cutoffs) and min(cutoffs[c], k_max) == j + 1:
+                k = cutoffs[c]
+                out[r, 0, c] = hits / n_rel
+                out[r, 1, c] = hits / k
+                out[r, 2, c] = dcg / idcg if idcg > 0 else 0.0
+                out[r, 3, c] = 1.0 if hits > 0 else 0.0
+                out[r, 4, c] = ap / min(n_rel, k)
+                out[r, 5, c] = 1.0 / first if 0 < first <= k else 0.0
+                c += 1
+    return out
