@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from tests.conftest import random_split
 
 from modalrec.errors import ConfigError, ModelError
@@ -158,8 +159,18 @@ def test_freedom_alignment_loss_reaches_projections(split) -> None:
     feats = features(split.train.n_items, {"image": 6, "text": 4})
     model = make("freedom", reg_weight=0.1, epochs=1).fit(split.train, feats, split.valid)
     model.module.zero_grad()
-    model.loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])).backward()
+    users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([2, 3, 2]), torch.tensor([4, 2, 5])  # repeats
+    loss = model.loss(users, pos, neg)
+    loss.backward()
     assert all(p.weight.grad is not None and p.weight.grad.abs().sum() > 0 for p in model.module.projections)
+    with torch.no_grad():  # the paper's formula, every row projected on its own
+        user_emb, item_emb = model.forward(model.train_adj)
+        u = user_emb[users]
+        expected = F.softplus((u * item_emb[neg]).sum(1) - (u * item_emb[pos]).sum(1)).mean()
+        for proj, name in zip(model.module.projections, ["image", "text"]):
+            f = torch.from_numpy(feats[name].matrix)
+            expected += 0.1 * F.softplus((u * proj(f[neg])).sum(1) - (u * proj(f[pos])).sum(1)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_lattice_learned_graph_rebuilt_once_per_epoch(split) -> None:
