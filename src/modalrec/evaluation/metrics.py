@@ -42,7 +42,11 @@ def metric_table(top: np.ndarray, ranked: np.ndarray, users: np.ndarray, ptr: np
         u = users[r]
         lo, hi = ptr[u], ptr[u + 1]
         n_rel = hi - lo
-        ideal = np.sort(gains[lo:hi].astype(np.float64))[::-1]
+        ascending = gains[lo:hi]  # the ideal ranking read backwards; binary gains need no sort
+        for p in range(lo + 1, hi):
+            if gains[p] < gains[p - 1]:
+                ascending = np.sort(gains[lo:hi])
+                break
         hits, dcg, idcg, ap, first, c = 0, 0.0, 0.0, 0.0, 0, 0
         for j in range(k_max):
             gain = 0.0
@@ -57,7 +61,7 @@ def metric_table(top: np.ndarray, ranked: np.ndarray, users: np.ndarray, ptr: np
                 first = j + 1 if first == 0 else first
             dcg += gain * discount[j]
             if j < n_rel:
-                idcg += ideal[j] * discount[j]
+                idcg += ascending[n_rel - 1 - j] * discount[j]
             while c < len(cutoffs) and min(cutoffs[c], k_max) == j + 1:
                 k = cutoffs[c]
                 out[r, 0, c] = hits / n_rel
