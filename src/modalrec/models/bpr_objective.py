@@ -67,20 +67,23 @@ class _FusedBPR(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, user_table, item_table, reg_user, reg_item, users, pos, neg, reg_weight, squared):  # type: ignore[override]
-        tables = [t.detach().contiguous() for t in (user_table, item_table, reg_user, reg_item)]
-        # a table given twice (BPR-MF scores and penalises the same rows) gets one gradient buffer
-        grads: list[torch.Tensor] = []
-        for k, table in enumerate((user_table, item_table, reg_user, reg_item)):
-            same = next((g for g, earlier in zip(grads, (user_table, item_table, reg_user)) if earlier is table), None)
-            grads.append(same if same is not None else torch.zeros_like(tables[k]))
+        inputs = (user_table, item_table, reg_user, reg_item)
+        tables = [t.detach().contiguous() for t in inputs]
+        # A table given twice (BPR-MF scores and penalises the same rows) gets one gradient
+        # buffer, returned once (for its first position) to autograd.
+        buffers: dict[int, torch.Tensor] = {}
+        grads, owned = [], []
+        for table, detached in zip(inputs, tables):
+            first = id(table) not in buffers
+            if first:
+                buffers[id(table)] = torch.zeros_like(detached)
+            grads.append(buffers[id(table)])
+            owned.append(grads[-1] if first else None)
         index = [torch.as_tensor(i, dtype=torch.int64).contiguous().numpy() for i in (users, pos, neg)]
         shared = reg_user is user_table and reg_item is item_table
         loss = _objective(*(t.numpy() for t in tables), *index, reg_weight, squared, shared,
                           *(g.numpy() for g in grads))
-        once: list[torch.Tensor | None] = []
-        for g in grads:
-            once.append(None if any(g is earlier for earlier in once) else g)
-        ctx.grads = once
+        ctx.grads = owned
         return torch.tensor(loss, dtype=user_table.dtype)
 
     @staticmethod

@@ -166,8 +166,9 @@ class FREEDOM(GradientRecommender):
         if self.params.reg_weight:
             # each distinct item projected once (a batch's 2 x 2048 rows hold at most n_items)
             align = torch.zeros((), device=u.device)
+            items = torch.cat([pos, neg])
             for proj, slot in zip(self.module.projections, feature_slots(self.module, len(self.feature_dims))):
-                rows, inverse = project_rows([slot], [proj.weight.T], torch.cat([pos, neg]), proj.bias)
+                rows, inverse, _ = project_rows([slot], [proj.weight.T], items, proj.bias)
                 fp, fn = rows.index_select(0, inverse).split(len(pos))
                 align = align + bpr_loss((u * fp).sum(1), (u * fn).sum(1))
             loss = loss + self.params.reg_weight * align

@@ -160,11 +160,12 @@ def modality_weights(names: list[str], given: tuple[float, ...] | list[float] | 
 
 
 def project_rows(slots: list[tuple[torch.Tensor, torch.Tensor]], weights: list[torch.Tensor],
-                 items: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 items: torch.Tensor, bias: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``sum_m F_m[items] @ W_m (+ bias)`` for the distinct ``items`` only, and the inverse index.
 
-    Returns ``(projected distinct rows, inverse)`` so that ``projected[inverse]`` is the row of each
-    requested item. A batch touches each distinct item once, so this costs O(distinct x dim x out)
+    Returns ``(projected rows, inverse, row items)`` so that ``projected[inverse]`` is the row of
+    each requested item and ``row items`` the item of each projected row. A batch touches each distinct item once, so this costs O(distinct x dim x out)
     instead of O(batch x dim x out); when nearly the whole catalog is in the batch, the whole
     matrix is projected without gathering (the gather would cost more than the rows it saves).
     Rows are gathered with ``index_select`` (about twice as fast as ``[]`` on CPU) and each
@@ -183,4 +184,6 @@ def project_rows(slots: list[tuple[torch.Tensor, torch.Tensor]], weights: list[t
         else:
             total = rows @ w
     assert total is not None
-    return total, (unique[inverse] if whole else inverse)
+    if whole:
+        return total, unique[inverse], torch.arange(n_items, device=items.device)
+    return total, inverse, unique

@@ -95,7 +95,7 @@ class VBPR(GradientRecommender):
     def _content(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(E f_i, beta' . f_i)`` for each of ``items``."""
         slots = feature_slots(self.module, len(self.feature_dims))
-        rows, inverse = project_rows(slots, self._content_weights(), items)
+        rows, inverse, _ = project_rows(slots, self._content_weights(), items)
         rows = rows[inverse]
         return rows[:, :-1], rows[:, -1]
 
@@ -167,12 +167,9 @@ class VBPRMMRec(GradientRecommender):
         """``[id embedding ; W f_i + b]`` of the distinct ``items``, and the index of each item's row."""
         m = self.module
         blocks = list(m.linear.weight.T.split(list(self.feature_dims.values()), dim=0))
-        rows, inverse = project_rows(feature_slots(m, len(self.feature_dims)), blocks, items, m.linear.bias)
-        if len(rows) == self.n_items:  # every item, in item order
-            distinct = torch.arange(self.n_items, device=items.device)
-        else:
-            distinct = items.new_empty(len(rows)).scatter_(0, inverse, items)
-        return torch.cat([m.item.index_select(0, distinct), rows], dim=1), inverse
+        rows, inverse, row_items = project_rows(feature_slots(m, len(self.feature_dims)), blocks, items,
+                                                m.linear.bias)
+        return torch.cat([m.item.index_select(0, row_items), rows], dim=1), inverse
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         rows, inverse = self._item_rows(torch.cat([pos, neg]))
