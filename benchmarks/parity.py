@@ -85,12 +85,18 @@ def quality_runs() -> list[Run]:
 # Grids around the reference point (which each includes); chosen on validation recall@20 only.
 TUNE_GRID: dict[str, list[dict]] = {
     "bpr": [{"reg_weight": r} for r in (1e-4, 1e-3, 1e-2, 1e-1, 0.3, 0.5, 0.7, 1.0, 2.0)]
-    + [{"lr": 5e-3, "reg_weight": 1e-2}, {"lr": 2e-3, "reg_weight": 0.5}, {"lr": 2e-3, "reg_weight": 1.0}],
+    + [{"lr": 5e-3, "reg_weight": 1e-2}, {"lr": 2e-3, "reg_weight": 0.5}, {"lr": 2e-3, "reg_weight": 1.0}]
+    + [{"lr": lr, "reg_weight": r} for lr, r in ((2e-3, 0.7), (2e-3, 2.0), (5e-3, 0.5), (5e-3, 1.0))],
     "lightgcn": [{"n_layers": n, "reg_weight": r} for n, r in ((1, 1e-2), (2, 1e-2), (2, 1e-3))],
     "vbpr-mmrec": [{"reg_weight": r} for r in (2.0, 0.1)],
-    "freedom": [{"dropout": d, "reg_weight": r} for d in (0.8, 0.9) for r in (0.0, 1e-5, 1e-4, 1e-3)],
+    "freedom": [{"dropout": d, "reg_weight": r} for d in (0.8, 0.9) for r in (0.0, 1e-5, 1e-4, 1e-3)]
+    + [{"dropout": 0.9, "reg_weight": 0.0} | point  # the graphs around the authors' grid's best point
+       for point in ({"n_ui_layers": 1}, {"n_ui_layers": 3}, {"knn_k": 5}, {"knn_k": 20})],
     "lattice": [{"knn_k": k, "lambda_coeff": c} for k, c in ((10, 0.9), (10, 0.7), (20, 0.9))]
-    + [{"n_ui_layers": 1}, {"lr": 5e-4}, {"n_ui_layers": 1, "knn_k": 20}, {"n_ui_layers": 1, "lambda_coeff": 0.7}],
+    + [{"n_ui_layers": 1}, {"lr": 5e-4}, {"n_ui_layers": 1, "knn_k": 20}, {"n_ui_layers": 1, "lambda_coeff": 0.7}]
+    + [{"n_ui_layers": 1, "lambda_coeff": 0.7} | point  # the authors' reg_weight and learning-rate values
+       for point in ({"reg_weight": 1e-5}, {"reg_weight": 1e-4}, {"lr": 5e-3}, {"lr": 2e-3}, {"knn_k": 5})]
+    + [{"n_ui_layers": 1, "lambda_coeff": c} for c in (0.5, 0.8)],
     "bm3": [{"n_layers": n, "dropout": d, "reg_weight": r}
             for n, d, r in ((1, 0.3, 0.1), (2, 0.3, 0.1), (1, 0.5, 0.1))],
 }

@@ -6,6 +6,8 @@ against the authors' code (MMRec ``src/models/bm3.py``):
 - Online embeddings: LightGCN over ``D^-1/2 A D^-1/2`` (``n_layers``, mean of layers), items plus
   their id embedding again; per modality, ``Linear(dim, d)`` of the raw features.
 - Target views: the online embeddings detached, with dropout (``dropout``) — no momentum encoder.
+  The masks come from ``hashed_dropout``: Bernoulli masks as ``F.dropout``'s, from a counter hash
+  seeded by torch's generator, eight times faster on CPU.
 - A shared predictor ``Linear(d, d)`` maps online views; losses are ``1 - cosine`` between
   predictor(online) and target: user -> item target and item -> user target on the batch's positive
   pairs, and per modality the projected feature against the item's target (inter-modality alignment)
@@ -22,17 +24,21 @@ features does no better than with the rows permuted, and stays below LightGCN
 (tests/test_content_audit.py pins the mechanism down).
 
 Parity (MovieLens-100K reference inputs and protocol, image + text, seed 999): test recall@20
-0.2087 with fixed features against MMRec's 0.2196 (0.95); with ``tune_features=True``, which
+0.2091 with fixed features against MMRec's 0.2196 (0.95); with ``tune_features=True``, which
 reproduces MMRec's fine-tuning of the raw feature matrices (``from_pretrained(freeze=False)``),
-0.2390 (1.09). The tuned matrices act as extra free item parameters behind the shared predictor,
-which is the gap. Both runs stop early on a noisy validation curve (best epoch 34; MMRec's 20).
+0.2426 (1.10). The tuned matrices act as extra free item parameters behind the shared predictor,
+which is the gap. Both runs stop early on a noisy validation curve (best epochs 36 and 33;
+MMRec's 20).
 
-Speed finding (one thread, MovieLens-100K, ``benchmarks/parity.py --section timing``): 1.14 s an
-epoch against MMRec's 2.13 s (1.9x). With the features tuned, every step multiplies the batch's
-distinct positive items' feature rows (about 1,200 x 1,664) three times (the projection, its
+Speed finding (one thread, MovieLens-100K, ``benchmarks/parity.py --section timing``): 1.05 s an
+epoch against MMRec's 2.13 s (2.0x). With the features tuned, every step multiplies the batch's
+distinct positive items' feature rows (about 780 x 1,664) three times (the projection, its
 gradient into the weights and into the features), propagates the graph forward and backward, and
-runs Adam over all 2.8 M feature values: about 0.6 s of the epoch by a profile, before the four
-dropout masks (torch's CPU generator, about 0.1 s). The loss has no gathered BPR term to fuse.
+runs Adam over all 2.8 M feature values: about 0.6 s of the epoch by a profile. The feature rows'
+gradient goes to a buffer kept across steps (``gather_rows``) and the target masks come from
+``hashed_dropout``; with ``index_select`` and ``F.dropout`` the same epoch took 1.16-1.18 s against
+1.08-1.10 s (medians of five alternating runs in one process). The loss has no gathered BPR term
+to fuse.
 """
 
 from __future__ import annotations
@@ -40,11 +46,11 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 
 from modalrec.data.interactions import Interactions
 from modalrec.features.features import FeatureSet
 from modalrec.models.graph import normalized_adjacency
+from modalrec.models.hashed_dropout import hashed_dropout
 from modalrec.models.modality import (
     SparseOperator,
     add_feature_buffers,
@@ -53,6 +59,7 @@ from modalrec.models.modality import (
     light_propagate,
 )
 from modalrec.models.registry import register
+from modalrec.models.row_gather import gather_rows
 from modalrec.training.gradient import GradientRecommender, TrainParams
 
 
@@ -65,7 +72,7 @@ class BM3Params(TrainParams):
     embedding_size: int = 64
     n_layers: int = 1
     dropout: float = 0.3
-    """Dropout that makes the target views."""
+    """Dropout that makes the target views (``hashed_dropout``)."""
     reg_weight: float = 0.1
     cl_weight: float = 2.0
     """Weight of the multimodal alignment and reconstruction terms."""
@@ -130,8 +137,8 @@ class BM3(GradientRecommender):
         counts = torch.bincount(inverse, minlength=len(items)).to(item_emb.dtype)
         u_rows, i_rows = user_emb.index_select(0, users_u), item_emb.index_select(0, items)
         with torch.no_grad():
-            u_target = unit_rows(F.dropout(u_rows, p.dropout))
-            i_target = unit_rows(F.dropout(i_rows, p.dropout))
+            u_target = unit_rows(hashed_dropout(u_rows, p.dropout))
+            i_target = unit_rows(hashed_dropout(i_rows, p.dropout))
         u_online = unit_rows(m.predictor(u_rows)).index_select(0, user_inv)
         i_online = unit_rows(m.predictor(i_rows)).index_select(0, inverse)
         agreement = (u_online * i_target.index_select(0, inverse)).sum() \
@@ -141,9 +148,9 @@ class BM3(GradientRecommender):
         loss = loss + p.reg_weight * reg
         modal = torch.zeros((), device=loss.device)
         for proj, (feat, _) in zip(m.projections, feature_slots(m, len(self.feature_dims))):
-            z = proj(feat.index_select(0, items))
+            z = proj(gather_rows(feat, items))
             with torch.no_grad():
-                targets = i_target + unit_rows(F.dropout(z, p.dropout))
+                targets = i_target + unit_rows(hashed_dropout(z, p.dropout))
             z_online = unit_rows(m.predictor(z))
             modal = modal + 2 - (counts @ (z_online * targets).sum(1)) / len(pos)
         return loss + p.cl_weight * modal

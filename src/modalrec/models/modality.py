@@ -16,6 +16,7 @@ import torch
 from modalrec.errors import ConfigError
 from modalrec.features.features import FeatureSet
 from modalrec.models.graph import to_torch_sparse
+from modalrec.models.row_gather import gather_rows
 
 
 def add_feature_buffers(module: torch.nn.Module, feature_dims: dict[str, int], n_items: int,
@@ -168,15 +169,16 @@ def project_rows(slots: list[tuple[torch.Tensor, torch.Tensor]], weights: list[t
     each requested item and ``row items`` the item of each projected row. A batch touches each distinct item once, so this costs O(distinct x dim x out)
     instead of O(batch x dim x out); when nearly the whole catalog is in the batch, the whole
     matrix is projected without gathering (the gather would cost more than the rows it saves).
-    Rows are gathered with ``index_select`` (about twice as fast as ``[]`` on CPU) and each
-    modality's product is accumulated in place by ``addmm``, the bias added to the distinct rows.
+    Rows are gathered with ``gather_rows`` (``index_select``, about twice as fast as ``[]`` on
+    CPU; a fine-tuned matrix's gradient goes to one buffer kept across steps) and each modality's
+    product is accumulated in place by ``addmm``, the bias added to the distinct rows.
     """
     n_items = slots[0][0].shape[0]
     unique, inverse = torch.unique(items, return_inverse=True)
     whole = len(unique) * 10 > n_items * 9
     total = None
     for (feat, _), w in zip(slots, weights):
-        rows = feat if whole else feat.index_select(0, unique)
+        rows = feat if whole else gather_rows(feat, unique)
         if total is not None:
             total = total.addmm(rows, w)
         elif bias is not None:

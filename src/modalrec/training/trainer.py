@@ -32,6 +32,7 @@ from modalrec.data.interactions import Interactions
 from modalrec.errors import ConfigError, ModelError
 from modalrec.evaluation.evaluator import Evaluator
 from modalrec.evaluation.metrics import RANKING_METRICS
+from modalrec.models.row_gather import release_gradient_buffers
 from modalrec.training.sampler import PairwiseSampler
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class Trainer:
         try:
             self._fit(train, valid)
         finally:
+            release_gradient_buffers()
             torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
             deterministic.fill_uninitialized_memory = previous_fill
 
