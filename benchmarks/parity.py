@@ -23,7 +23,7 @@ Sections (``--section``, default all; each appends one JSON line per finished ru
   (``train_speed.time_row``; run it on an otherwise idle machine), three runs per row by default
   (``--timing-repeats``), reported as the median.
 
-    .venv/bin/python benchmarks/parity.py                      # everything (about 90 CPU-minutes, and 15 of timing)
+    .venv/bin/python benchmarks/parity.py                      # everything (about 110 CPU-minutes, and 2 of timing)
     .venv/bin/python benchmarks/parity.py --section quality --jobs 2
     .venv/bin/python benchmarks/parity.py --section timing
     .venv/bin/python benchmarks/parity.py --report             # print the tables from the results
