@@ -166,9 +166,10 @@ def project_rows(slots: list[tuple[torch.Tensor, torch.Tensor]], weights: list[t
     """``sum_m F_m[items] @ W_m (+ bias)`` for the distinct ``items`` only, and the inverse index.
 
     Returns ``(projected rows, inverse, row items)`` so that ``projected[inverse]`` is the row of
-    each requested item and ``row items`` the item of each projected row. A batch touches each distinct item once, so this costs O(distinct x dim x out)
-    instead of O(batch x dim x out); when nearly the whole catalog is in the batch, the whole
-    matrix is projected without gathering (the gather would cost more than the rows it saves).
+    each requested item and ``row items`` the item of each projected row. A batch touches each
+    distinct item once, so this costs O(distinct x dim x out) instead of O(batch x dim x out);
+    when nearly the whole catalog is in the batch, the whole matrix is projected without gathering
+    (the gather would cost more than the rows it saves).
     Rows are gathered with ``gather_rows`` (``index_select``, about twice as fast as ``[]`` on
     CPU; a fine-tuned matrix's gradient goes to one buffer kept across steps) and each modality's
     product is accumulated in place by ``addmm``, the bias added to the distinct rows.
