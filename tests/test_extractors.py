@@ -305,6 +305,11 @@ def test_image_failures_never_abort_the_run(tmp_path):
     # replacing an image file changes its size and time, so the cache is not reused
     Image.new("RGB", (50, 50), (0, 0, 200)).save(tmp_path / "ok.jpg")
     assert not extract(tmp_path / "ds", get_extractor("efficientnet-lite0"), progress=False).cache_hit
+    # a moved data set folder keeps its cache: its own images count by their relative paths
+    (tmp_path / "ds").rename(tmp_path / "moved")
+    assert extract(tmp_path / "moved", get_extractor("efficientnet-lite0"), progress=False).cache_hit
+    (tmp_path / "moved" / "gray.png").write_bytes((tmp_path / "ok.jpg").read_bytes())
+    assert not extract(tmp_path / "moved", get_extractor("efficientnet-lite0"), progress=False).cache_hit
 
 
 def test_cli_extract_then_cache_hit_and_list(tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 1. The extractor turns the items table into per-item inputs (None = no content).
 2. The cache key is the extractor's fingerprint plus a sha256 of the inputs (item ids, texts, image
-   paths with sizes and modification times). Stored features with the same key are a cache hit:
+   paths with sizes and modification times; paths inside the data set folder relative to it, so a
+   moved folder keeps its cache). Stored features with the same key are a cache hit:
    nothing is computed and the model is not even loaded. (A different ``impute`` only re-fills the
    rows without content from the stored matrix.)
 3. Otherwise items with content are encoded in batches; each finished batch is written atomically
@@ -116,7 +117,7 @@ def extract_items(store: FeatureStore, items: pd.DataFrame, extractor: Extractor
     inputs = extractor.inputs(items, base_dir)
     if len(inputs.values) != len(items):
         raise FeatureError(f"extractor {extractor.name!r} gave {len(inputs.values)} inputs for {len(items)} items")
-    keys = [None if v is None else extractor.input_key(v) for v in inputs.values]
+    keys = [None if v is None else extractor.input_key(v, base_dir) for v in inputs.values]
     fingerprint = {**extractor.fingerprint(), "inputs_sha256": inputs_digest(item_ids, keys)}
     key = fingerprint_id(fingerprint)
 

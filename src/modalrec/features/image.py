@@ -70,13 +70,17 @@ class ImageExtractor(Extractor):
             values.append(str(path))
         return ExtractorInputs(values, {"image_column": "image_path"})
 
-    def input_key(self, value: Any) -> str:
-        """Path, size and modification time: a replaced image invalidates the cache."""
+    def input_key(self, value: Any, base_dir: Path | None = None) -> str:
+        """Path, size and modification time: a replaced image invalidates the cache. Paths inside
+        the data set folder count relative to it, so a moved or renamed folder keeps its cache."""
+        shown, absolute = str(value), Path(os.path.abspath(value))
+        if base_dir is not None and absolute.is_relative_to(folder := os.path.abspath(base_dir)):
+            shown = absolute.relative_to(folder).as_posix()
         try:
             stat = os.stat(value)
-            return f"{value}|{stat.st_size}|{stat.st_mtime_ns}"
+            return f"{shown}|{stat.st_size}|{stat.st_mtime_ns}"
         except OSError:
-            return f"{value}|missing"
+            return f"{shown}|missing"
 
     def encode(self, values: Sequence[Any]) -> EncodedBatch:
         images, ok, errors = [], np.zeros(len(values), dtype=bool), [""] * len(values)

@@ -100,8 +100,9 @@ class Extractor(ABC):
     def inputs(self, items: pd.DataFrame, base_dir: Path | None = None) -> ExtractorInputs:
         """The per-item inputs (None = no content) for an items table."""
 
-    def input_key(self, value: Any) -> str:
-        """What the cache fingerprint covers for one input (the text itself by default)."""
+    def input_key(self, value: Any, base_dir: Path | None = None) -> str:
+        """What the cache fingerprint covers for one input (the text itself by default);
+        ``base_dir``: the data set folder the inputs were resolved against."""
         return str(value)
 
     @abstractmethod
