@@ -18,7 +18,7 @@ multiply-adds, 40 steps an epoch, about 28.6 GFLOP; at the 55-80 GFLOP/s one cor
 these shapes that is 0.36-0.5 s of the epoch whatever the framework. MMRec's 0.80 s/epoch does the
 same products, so one thread cannot be 3x faster without changing the arithmetic (e.g. a lower
 precision or a truncated basis of the content, which would change the model). With the rest of the
-step in one compiled pass (``bpr_objective``) an epoch takes 0.60 s on one thread (1.3x).
+step in one compiled pass (``bpr_objective``) an epoch takes 0.59-0.60 s on one thread (1.3-1.4x).
 """
 
 from __future__ import annotations
