@@ -92,11 +92,11 @@ TUNE_GRID: dict[str, list[dict]] = {
     "freedom": [{"dropout": d, "reg_weight": r} for d in (0.8, 0.9) for r in (0.0, 1e-5, 1e-4, 1e-3)]
     + [{"dropout": 0.9, "reg_weight": 0.0} | point  # the graphs around the authors' grid's best point
        for point in ({"n_ui_layers": 1}, {"n_ui_layers": 3}, {"knn_k": 5}, {"knn_k": 20})],
-    "lattice": [{"knn_k": k, "lambda_coeff": c} for k, c in ((10, 0.9), (10, 0.7), (20, 0.9))]
-    + [{"n_ui_layers": 1}, {"lr": 5e-4}, {"n_ui_layers": 1, "knn_k": 20}, {"n_ui_layers": 1, "lambda_coeff": 0.7}]
+    "lattice": [{"knn_k": k, "lambda_coeff": c} for k, c in ((10, 0.9), (10, 0.7), (20, 0.9))] + [{"lr": 5e-4}]
+    + [{"n_ui_layers": 1} | point
+       for point in ({}, {"knn_k": 20}, {"lambda_coeff": 0.5}, {"lambda_coeff": 0.7}, {"lambda_coeff": 0.8})]
     + [{"n_ui_layers": 1, "lambda_coeff": 0.7} | point  # the authors' reg_weight and learning-rate values
-       for point in ({"reg_weight": 1e-5}, {"reg_weight": 1e-4}, {"lr": 5e-3}, {"lr": 2e-3}, {"knn_k": 5})]
-    + [{"n_ui_layers": 1, "lambda_coeff": c} for c in (0.5, 0.8)],
+       for point in ({"reg_weight": 1e-5}, {"reg_weight": 1e-4}, {"lr": 5e-3}, {"lr": 2e-3}, {"knn_k": 5})],
     "bm3": [{"n_layers": n, "dropout": d, "reg_weight": r}
             for n, d, r in ((1, 0.3, 0.1), (2, 0.3, 0.1), (1, 0.5, 0.1))],
 }

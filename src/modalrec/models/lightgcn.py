@@ -1,13 +1,14 @@
 """LightGCN: linear propagation of ID embeddings over the normalised user-item graph.
 
 Parity (MovieLens-100K reference inputs and protocol, one layer, reg_weight 1e-2, seed 999,
-``benchmarks/parity.py``): test recall@20 0.3463 against MMRec's 0.3388; Baby, mean of three seeds,
-0.0705 against 0.0699. Speed finding: every step propagates the whole graph forward and backward (two sparse
-products over 160,000 edges x 64, 1.2-2 ms each on one core with torch's CSR kernel, the fastest of
-CSR, COO, scipy, gather/scatter and a compiled row loop measured), which is now most of the step:
-the BPR objective's gathers, norms and their backward passes, which cost about as much again through
-autograd, are one compiled pass (``bpr_objective``). One thread: 0.24-0.25 s an epoch against MMRec's
-0.90 s (3.6-3.7x, the medians of two sets of ``benchmarks/parity.py --section timing`` runs).
+``benchmarks/parity.py``): test recall@20 0.3463 against MMRec's 0.3388; Baby, mean of three
+seeds, 0.0705 against 0.0699. Speed finding: every step propagates the whole graph forward and
+backward (two sparse products over 160,000 edges x 64, 1.2-2 ms each on one core with torch's CSR
+kernel, the fastest of CSR, COO, scipy, gather/scatter and a compiled row loop measured), which is
+now most of the step: the BPR objective's gathers, norms and their backward passes, which cost
+about as much again through autograd, are one compiled pass (``bpr_objective``). One thread:
+0.24-0.25 s an epoch against MMRec's 0.90 s (3.6-3.7x, the medians of two sets of
+``benchmarks/parity.py --section timing`` runs).
 """
 
 from __future__ import annotations
