@@ -8,10 +8,11 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.errors import ConfigError
+from modalrec.evaluation.chunked_topk import gram_topk
 from modalrec.models import graph as graph_module
 from modalrec.models.freedom import bipartite_normalized, prune_edges
 from modalrec.models.graph import knn_edges, knn_graph, symmetric_normalize
-from modalrec.models.modality import SparseOperator, edge_propagate, modality_weights
+from modalrec.models.modality import SparseOperator, edge_csr, edge_propagate, modality_weights
 
 
 def dense_knn(x: np.ndarray, k: int, mask: np.ndarray | None = None, include_self: bool = True) -> np.ndarray:
@@ -64,6 +65,47 @@ def test_knn_matches_dense_reference_across_chunks_and_ties(memory_mb: float | N
     assert (counts[[5, 7, 30]] == 0).all(), "items without content must have no edges"
     assert graph[:, [5, 7, 30]].nnz == 0, "items without content must be nobody's neighbour"
     assert (np.delete(counts, [5, 7, 30]) == 6).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])  # 1: gram_topk's half products; 2: factor_topk's row split
+@pytest.mark.parametrize("include_self", [True, False])
+def test_knn_over_several_tiles_matches_dense_reference(threads: int, include_self: bool) -> None:
+    """Enough items for three of ``gram_topk``'s tiles, so neighbours come through both its row
+    pass and its column offers to earlier rows, with many exact ties across tiles."""
+    x = binary_features(300, seed=4)
+    x[140] = 0
+    mask = np.ones(300, dtype=bool)
+    mask[[3, 200]] = False
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        graph = knn_graph(x, 7, mask, include_self=include_self, weighted=True)
+    finally:
+        torch.set_num_threads(previous)
+    expected = dense_knn(x, 7, mask, include_self=include_self)
+    assert ((graph.toarray() != 0) == (expected != 0)).all()
+    np.testing.assert_allclose(graph.toarray(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, k", [(129, 128), (300, 200), (257, 3), (40, 40)])
+@pytest.mark.parametrize("include_self", [True, False])
+@pytest.mark.parametrize("ties", [True, False])
+def test_gram_topk_matches_ranked_scores(n: int, k: int, include_self: bool, ties: bool) -> None:
+    """Values and indices as a full sort of ``x @ x.T`` gives them (ties to the lower index), for
+    k beyond a tile, a last tile of one row, and k equal to every candidate."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 6)).astype(np.float32)
+    x = torch.from_numpy(np.round(x * 2) / 2 if ties else x)  # halves: exact scores, many equal
+    k = min(k, n - (0 if include_self else 1))
+    values, indices = gram_topk(x, k, include_self)
+    scores = (x.double() @ x.double().T).numpy()
+    for i in range(n):
+        candidates = [j for j in range(n) if include_self or j != i]
+        ranked = sorted(candidates, key=lambda j: (-scores[i, j], j))[:k]
+        assert indices[i].tolist() == ranked, i
+        np.testing.assert_allclose(values[i].numpy(), scores[i, ranked], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="k must be in"):
+        gram_topk(x, n + include_self, include_self)
 
 
 def test_knn_ties_go_to_lower_index() -> None:
@@ -147,6 +189,29 @@ def test_sparse_operator_and_edge_propagation_gradients_match_dense() -> None:
     (dense3 @ x3).mul(weights).sum().backward()
     torch.testing.assert_close(x2.grad, x3.grad)
     torch.testing.assert_close(values.grad, values3.grad)
+
+
+def test_edge_csr_sorts_columns_and_sums_duplicates_in_order() -> None:
+    """Against a loop over the edges: shuffled input, repeated edges, empty rows, a non-square shape."""
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, 12, 300)
+    rows[rows == 4] = 5  # row 4 stays empty
+    cols = rng.integers(0, 9, 300)
+    values = rng.standard_normal(300).astype(np.float32)
+    csr = edge_csr(torch.from_numpy(rows), torch.from_numpy(cols), torch.from_numpy(values), (12, 9))
+    ptr, index, data = (t.numpy() for t in (csr.crow_indices(), csr.col_indices(), csr.values()))
+    expected: dict[tuple[int, int], np.float32] = {}
+    for r, c, v in zip(rows, cols, values):  # float32 sums in input order
+        expected[r, c] = expected.get((r, c), np.float32(0)) + v
+    for r in range(12):
+        got_cols = index[ptr[r]:ptr[r + 1]].tolist()
+        assert got_cols == sorted(c for (rr, c) in expected if rr == r), r
+        assert data[ptr[r]:ptr[r + 1]].tolist() == [expected[r, c] for c in got_cols]
+    assert ptr[5] == ptr[4]
+    with pytest.raises(ValueError, match="out of range"):
+        edge_csr(torch.tensor([0, 12]), torch.tensor([0, 1]), torch.ones(2), (12, 9))
+    assert edge_csr(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0),
+                    (3, 3)).to_dense().abs().sum() == 0
 
 
 def test_pruning_keeps_the_right_number_and_prefers_low_degree_edges() -> None:

@@ -130,6 +130,61 @@ def test_bm3_ignores_negatives(split) -> None:
     assert torch.equal(a, b)
 
 
+def test_bm3_loss_and_gradients_match_the_authors_formulation(split) -> None:
+    """Without dropout the targets are the detached online rows, so the loss can be written as the
+    authors' code writes it: cosine terms per pair over whole matrices, predictor applied to every
+    row, then gathered. Loss and every gradient must agree."""
+    feats = features(split.train.n_items, {"image": 6, "text": 4})
+    model = make("bm3", dropout=0.0, reg_weight=0.1, cl_weight=2.0, tune_features=True).fit(split.train, feats, None)
+    m = model.module
+    users, pos = torch.tensor([0, 1, 2, 1, 7, 0]), torch.tensor([3, 4, 5, 4, 3, 9])
+
+    def reference() -> torch.Tensor:
+        user_emb, item_emb = model.forward()
+        cos = lambda a, b: F.cosine_similarity(a, b, dim=-1)  # noqa: E731
+        u_online, i_online = m.predictor(user_emb), m.predictor(item_emb)
+        u_target, i_target = user_emb.detach(), item_emb.detach()
+        loss = (1 - cos(u_online[users], i_target[pos]).mean()) + (1 - cos(i_online[pos], u_target[users]).mean())
+        modal = 0.0
+        for i, proj in enumerate(m.projections):
+            z = proj(getattr(m, f"tuned_{i}"))
+            z_online = m.predictor(z)[pos]
+            modal = modal + (1 - cos(z_online, i_target[pos]).mean()) + (1 - cos(z_online, z.detach()[pos]).mean())
+        reg = (user_emb.norm() + item_emb.norm()) / model.n_items
+        return loss + 0.1 * reg + 2.0 * modal
+
+    def loss_and_grads(loss_fn) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        m.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()  # not autograd.grad: the tuned features' gradient goes to .grad directly
+        return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+    got, got_grads = loss_and_grads(lambda: model.loss(users, pos, pos))
+    want, want_grads = loss_and_grads(reference)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert got_grads.keys() == want_grads.keys() and "tuned_1" in got_grads
+    for name in got_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_predicted_agreement_gradient_matches_autograd_including_tiny_rows() -> None:
+    from modalrec.models.bm3 import predicted_agreement, unit_rows
+    torch.manual_seed(0)
+    x = torch.randn(12, 5, dtype=torch.float64)
+    x[3] *= 1e-10  # with a zero bias its prediction's norm is below eps: clamped
+    weight, bias = torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    targets = torch.randn(12, 4, dtype=torch.float64)
+    for a in (x, weight, bias):
+        a.requires_grad_(True)
+    got = torch.autograd.grad(predicted_agreement(x, weight, bias, targets), (x, weight, bias))
+    want = torch.autograd.grad((unit_rows(x @ weight.T + bias) * targets).sum(), (x, weight, bias))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    rows = torch.arange(12) != 3  # finite differences would step across the clamp on row 3
+    assert torch.autograd.gradcheck(lambda a, b, c: predicted_agreement(a, b, c, targets[rows]),
+                                    (x.detach()[rows].requires_grad_(True), weight, bias))
+
+
 def test_freedom_prunes_each_epoch_and_scores_on_full_graph(split) -> None:
     feats = features(split.train.n_items, {"image": 6, "text": 4})
     model = make("freedom", dropout=0.8).fit(split.train, feats, split.valid)

@@ -7,8 +7,9 @@ against 0.0534. Speed finding: an epoch is 40 steps of 2,048 triples whose arith
 and their scatter-adds, a dozen small element-wise kernels and the backward of the unsquared norms
 (three passes over each gathered matrix), about 0.1-0.15 s an epoch. ``bpr_objective`` computes the
 loss and both tables' gradients in one compiled pass over the batch; what is left is sampling and
-the Adam update of both tables: 0.045-0.052 s an epoch on one thread against MMRec's 0.39 s
-(7.5-8.6x, the medians of two sets of timing runs, ``benchmarks/parity.py --section timing``).
+the Adam update of both tables: 0.039-0.052 s an epoch on one thread against MMRec's 0.39 s
+(7.5-9.9x, the medians of three sets of timing runs, ``benchmarks/parity.py --section timing``;
+the fastest fell in a quicker spell of the test machine).
 """
 
 from __future__ import annotations

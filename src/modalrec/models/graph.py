@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.data.interactions import Interactions
-from modalrec.evaluation.chunked_topk import factor_topk, factors_are_safe
+from modalrec.evaluation.chunked_topk import factor_topk, factors_are_safe, gram_topk
 from modalrec.evaluation.ranking import topk_deterministic
 
 
@@ -109,10 +109,14 @@ def knn_edges(
     xv = xn[valid_rows]
     m = len(valid_rows)
     if x.device.type == "cpu" and factors_are_safe(xv, xv):
-        # Scores, self-mask and top-k a few rows at a time in cache (chunked_topk.factor_topk).
-        own = np.arange(m, dtype=np.int64)
-        ptr = np.zeros(m + 1, dtype=np.int64) if include_self else np.arange(m + 1, dtype=np.int64)
-        values, cols = factor_topk(xv, xv, own, ptr, own.astype(np.int32), kk)  # mask: nothing or self
+        # Scores, self-mask and top-k a few rows at a time in cache: on one thread each pair's
+        # product once (gram_topk, serial), on several the rows split over threads.
+        if torch.get_num_threads() == 1:
+            values, cols = gram_topk(xv, kk, include_self)
+        else:
+            own = np.arange(m, dtype=np.int64)
+            ptr = np.zeros(m + 1, dtype=np.int64) if include_self else np.arange(m + 1, dtype=np.int64)
+            values, cols = factor_topk(xv, xv, own, ptr, own.astype(np.int32), kk)  # mask: nothing or self
     else:
         step = min(_chunk_rows(m, memory_mb), m)
         buffer = torch.empty(step, m, dtype=x.dtype, device=x.device)  # allocated once (heap fragmentation)

@@ -7,8 +7,9 @@ backward (two sparse products over 160,000 edges x 64, 1.2-2 ms each on one core
 kernel, the fastest of CSR, COO, scipy, gather/scatter and a compiled row loop measured), which is
 now most of the step: the BPR objective's gathers, norms and their backward passes, which cost
 about as much again through autograd, are one compiled pass (``bpr_objective``). One thread:
-0.24-0.25 s an epoch against MMRec's 0.90 s (3.6-3.7x, the medians of two sets of
-``benchmarks/parity.py --section timing`` runs).
+0.20-0.25 s an epoch against MMRec's 0.90 s (3.6-4.5x, the medians of three sets of
+``benchmarks/parity.py --section timing`` runs; the fastest fell in a quicker spell of the test
+machine).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ feature matrices are copied into module buffers (``feat_0``, ``feat_1``, ... wit
 from __future__ import annotations
 
 import re
+import warnings
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -122,13 +124,58 @@ def edge_propagate(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
 
 
 def edge_csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """COO edges (duplicates summed) as a torch CSR matrix; on CPU through scipy, several times
-    faster than torch's ``coalesce``."""
+    """COO edges (duplicates summed in input order) as a torch CSR matrix; on CPU through a
+    compiled counting sort, several times faster than scipy's conversion or torch's ``coalesce``."""
     if values.device.type != "cpu":
         return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce().to_sparse_csr()
-    matrix = sp.csr_matrix((values.detach().numpy(), (rows.numpy(), cols.numpy())), shape=shape)
-    matrix.sum_duplicates()
-    return to_torch_sparse(matrix)
+    if len(rows) and not (int(rows.min()) >= 0 and int(rows.max()) < shape[0]
+                          and int(cols.min()) >= 0 and int(cols.max()) < shape[1]):
+        raise ValueError(f"edge indices out of range for shape {shape}")
+    ptr, index, data = _coo_to_csr(rows.numpy(), cols.numpy(), values.detach().float().numpy(), shape[0])
+    if max(len(data), *shape) < 2**31:  # MKL's kernel takes 32-bit indices (see to_torch_sparse)
+        ptr, index = ptr.astype(np.int32), index.astype(np.int32)
+    with warnings.catch_warnings():  # torch marks sparse CSR "beta"; the operations used here are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(ptr), torch.from_numpy(index), torch.from_numpy(data),
+                                       size=shape)
+
+
+@numba.njit(cache=True)
+def _coo_to_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
+                n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays of COO edges, columns ascending within a row and equal ones summed: a stable
+    counting sort by column, then one by row (the column order survives), then one merging pass."""
+    n_cols = cols.max() + 1 if len(cols) else 0
+    by_col = _counting_order(cols, n_cols, np.arange(len(cols)))
+    by_row = _counting_order(rows[by_col], n_rows, by_col)
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    index = np.empty(len(rows), dtype=np.int64)
+    data = np.empty(len(rows), dtype=np.float32)
+    out, previous_row = 0, -1
+    for e in by_row:
+        r, c = rows[e], cols[e]
+        if r == previous_row and index[out - 1] == c:
+            data[out - 1] += values[e]
+        else:
+            index[out], data[out] = c, values[e]
+            out += 1
+            ptr[r + 1] += 1
+            previous_row = r
+    return np.cumsum(ptr), index[:out].copy(), data[:out].copy()
+
+
+@numba.njit(cache=True)
+def _counting_order(keys: np.ndarray, n_keys: int, items: np.ndarray) -> np.ndarray:
+    """``items`` stably sorted by ``keys`` (``keys[i]`` belongs to ``items[i]``), in O(n + n_keys)."""
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for key in keys:
+        start[key + 1] += 1
+    start = np.cumsum(start)
+    out = np.empty(len(items), dtype=np.int64)
+    for i in range(len(items)):
+        out[start[keys[i]]] = items[i]
+        start[keys[i]] += 1
+    return out
 
 
 IMAGE_LIKE = re.compile(r"(image|img|visual|vision|photo|picture|poster|cnn|^v$|^v_)", re.IGNORECASE)

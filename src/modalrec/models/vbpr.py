@@ -12,13 +12,16 @@ Two variants are registered:
 Parity (MovieLens-100K reference inputs and protocol, seed 999, ``benchmarks/parity.py``):
 ``vbpr-mmrec`` test recall@20 0.3354 with both modalities (MMRec 0.3221) and 0.3203 with the image
 alone (MMRec 0.3195). Speed finding: an epoch is bound by the projection of the content, not by
-bookkeeping. A batch of 2048 pairs touches nearly every one of the 1,682 items, so each step
-projects the whole 1,682 x 1,664 content matrix and back-propagates into ``W``: 2 x 179 M
-multiply-adds, 40 steps an epoch, about 28.6 GFLOP; at the 55-80 GFLOP/s one core sustains for
-these shapes that is 0.36-0.5 s of the epoch whatever the framework. MMRec's 0.80 s/epoch does the
-same products, so one thread cannot be 3x faster without changing the arithmetic (e.g. a lower
-precision or a truncated basis of the content, which would change the model). With the rest of the
-step in one compiled pass (``bpr_objective``) an epoch takes 0.59-0.60 s on one thread (1.3-1.4x).
+bookkeeping. A batch of 2048 pairs touches about 1,440 of the 1,682 items, and each step projects
+those rows of the 1,682 x 1,664 content matrix and back-propagates into ``W``: 2 x 153 M
+multiply-adds, 40 steps an epoch, about 24.5 GFLOP (MMRec projects every item: 28.6 GFLOP). One
+core of the 2-core test machine multiplies these shapes at 61-69 GFLOP/s (92-95 for a 2,048-square
+product, its practical peak), so the products alone take 0.36-0.40 s of the epoch, and 0.26 s even
+at the peak, against the 0.27 s that a third of MMRec's 0.80 s would allow. One thread cannot be
+3x faster without changing the arithmetic (a lower precision or a truncated basis of the content,
+which would change the model). With the rest of the step in one compiled pass (``bpr_objective``)
+an epoch takes 0.51-0.59 s on one thread (1.4-1.6x; medians of twelve timing runs in two spells
+of the test machine, the faster one with every model 20-25% quicker).
 """
 
 from __future__ import annotations
