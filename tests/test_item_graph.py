@@ -108,6 +108,38 @@ def test_gram_topk_matches_ranked_scores(n: int, k: int, include_self: bool, tie
         gram_topk(x, n + include_self, include_self)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_identical_rows_are_exact_ties_whatever_the_rounding(threads: int, monkeypatch) -> None:
+    """Like real poster features: 1,280-d non-negative rows, twenty mean-filled copies and fifteen
+    shared rows. In exact arithmetic copies tie, so the lower index must win; ranked directly,
+    products round copies apart (about a hundred rows differ from the reference then)."""
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.standard_normal((600, 1280))).astype(np.float32) ** 2
+    x[rng.choice(600, 20, replace=False)] = x.mean(0)
+    for a, b in rng.choice(600, (15, 2), replace=False):
+        x[b] = x[a]
+    expected = dense_knn(x, 10, include_self=False) != 0
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = knn_graph(x, 10, include_self=False).toarray() != 0
+        monkeypatch.setattr(graph_module, "duplicate_groups", lambda rows: (np.arange(len(rows)), np.arange(len(rows))))
+        direct = knn_graph(x, 10, include_self=False).toarray() != 0
+    finally:
+        torch.set_num_threads(previous)
+    assert (got == expected).all()
+    assert (direct != expected).any(axis=1).sum() > 10, "the case must make rounding split copies"
+
+
+def test_duplicate_groups_number_groups_by_their_first_row() -> None:
+    rows = np.array([[1, 2], [3, 4], [1, 2], [0, 0], [3, 4], [1, 2]], dtype=np.float32)
+    group_of, first = graph_module.duplicate_groups(rows)
+    assert group_of.tolist() == [0, 1, 0, 2, 1, 0]
+    assert first.tolist() == [0, 1, 3]
+    empty_groups, empty_first = graph_module.duplicate_groups(np.zeros((0, 3), dtype=np.float32))
+    assert len(empty_groups) == 0 and len(empty_first) == 0
+
+
 def test_knn_ties_go_to_lower_index() -> None:
     x = np.ones((8, 3), dtype=np.float32)  # all identical: every similarity is 1
     graph = knn_graph(x, 3, include_self=False)

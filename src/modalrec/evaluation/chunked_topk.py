@@ -23,6 +23,8 @@ ranks them while the block is still in cache, so no (users, items) matrix is eve
 ``gram_topk`` serves item-item neighbours (scores = x . x): each pair's product is computed once,
 in tiles that serve their own rows and, through their columns, the earlier rows (on MovieLens-100K
 a one-thread LATTICE scoring pass, which builds two such graphs, went from 36.6 to 33.1 ms).
+``expand_group_topk`` turns the neighbours of distinct rows into those of every row, so identical
+rows tie exactly.
 
 Rows are split over ``torch.get_num_threads()`` Python threads (the kernels release the GIL), with
 BLAS held to one thread inside each, so the thread setting that governs torch governs this too.
@@ -198,6 +200,44 @@ def gram_topk(x: torch.Tensor, k: int, include_self: bool = True) -> tuple[torch
     indices = np.empty((m, k), dtype=np.int64)
     with _blas_controller().limit(limits=1, user_api="blas"):
         _gram_blocks(x.numpy(), not include_self, values, indices)
+    return torch.from_numpy(values), torch.from_numpy(indices)
+
+
+@numba.njit(cache=True, nogil=True)
+def _expand_groups(group_values: np.ndarray, group_cols: np.ndarray, group_of: np.ndarray,
+                   member_ptr: np.ndarray, members: np.ndarray, exclude_self: bool,
+                   values: np.ndarray, indices: np.ndarray) -> None:
+    """Each row's top-k over the members of its group's ranked groups, each member at its group's
+    score (``expand_group_topk``)."""
+    for r in range(len(group_of)):
+        values[r] = -np.inf
+        indices[r] = len(group_of)
+        g = group_of[r]
+        for j in range(group_cols.shape[1]):
+            h, score = group_cols[g, j], group_values[g, j]
+            for p in range(member_ptr[h], member_ptr[h + 1]):
+                if not (exclude_self and members[p] == r):
+                    _offer(values[r], indices[r], score, members[p])
+
+
+def expand_group_topk(group_values: torch.Tensor, group_cols: torch.Tensor, group_of: np.ndarray, k: int,
+                      include_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-level top-``k`` (values, indices) of ``x @ x.T`` from the top-k of its distinct rows.
+
+    ``group_of[r]`` is row ``r``'s group of identical rows, groups numbered by their first row, and
+    ``group_values``/``group_cols`` each group's ranked neighbour groups (self included, ties to the
+    lower group). Every member of a ranked group gets that group's score, ties go to the lower row,
+    and without ``include_self`` only the row itself is skipped, not its copies. Exact when the
+    groups hold ``k`` ranked neighbours (``k + 1`` without ``include_self``), as each ranked group
+    above another contributes a row above all of that one's."""
+    group_of = np.ascontiguousarray(group_of, dtype=np.int64)
+    order = np.argsort(group_of, kind="stable")  # members by group, each group's rows ascending
+    member_ptr = np.zeros(int(group_cols.shape[0]) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(group_of, minlength=len(member_ptr) - 1), out=member_ptr[1:])
+    values = np.empty((len(group_of), k), dtype=np.float32)
+    indices = np.empty((len(group_of), k), dtype=np.int64)
+    _expand_groups(group_values.float().numpy(), group_cols.numpy().astype(np.int64), group_of, member_ptr,
+                   order.astype(np.int64), not include_self, values, indices)
     return torch.from_numpy(values), torch.from_numpy(indices)
 
 

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.data.interactions import Interactions
-from modalrec.evaluation.chunked_topk import factor_topk, factors_are_safe, gram_topk
+from modalrec.evaluation.chunked_topk import expand_group_topk, factor_topk, factors_are_safe, gram_topk
 from modalrec.evaluation.ranking import topk_deterministic
 
 
@@ -76,6 +76,45 @@ def _chunk_rows(n_columns: int, memory_mb: float) -> int:
     return max(1, int(memory_mb * 2**20) // (8 * max(1, n_columns)))
 
 
+def duplicate_groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(group of each row, first row of each group)`` for bitwise-identical rows, groups numbered
+    in the order of their first row (so a group's number orders it as its lowest row would)."""
+    rows = np.ascontiguousarray(rows)
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    number = np.empty_like(order)
+    number[order] = np.arange(len(order))
+    return number[inverse.ravel()].astype(np.int64), first[order].astype(np.int64)
+
+
+def _ranked_neighbours(xv: torch.Tensor, k: int, include_self: bool,
+                       memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (values, columns) of ``xv @ xv.T`` per row, ties to the lower column."""
+    m = len(xv)
+    if xv.device.type == "cpu" and factors_are_safe(xv, xv):
+        # Scores, self-mask and top-k a few rows at a time in cache: on one thread each pair's
+        # product once (gram_topk, serial), on several the rows split over threads.
+        if torch.get_num_threads() == 1:
+            return gram_topk(xv, k, include_self)
+        own = np.arange(m, dtype=np.int64)
+        ptr = np.zeros(m + 1, dtype=np.int64) if include_self else np.arange(m + 1, dtype=np.int64)
+        return factor_topk(xv, xv, own, ptr, own.astype(np.int32), k)  # mask: nothing or self
+    step = min(_chunk_rows(m, memory_mb), m)
+    buffer = torch.empty(step, m, dtype=xv.dtype, device=xv.device)  # allocated once (heap fragmentation)
+    values = torch.empty(m, k, dtype=xv.dtype, device=xv.device)
+    cols = torch.empty(m, k, dtype=torch.long, device=xv.device)
+    for lo in range(0, m, step):
+        sims = buffer[: min(step, m - lo)]
+        torch.mm(xv[lo : lo + len(sims)], xv.T, out=sims)
+        if not include_self:
+            sims[torch.arange(len(sims), device=xv.device), torch.arange(lo, lo + len(sims), device=xv.device)] = -torch.inf
+        values[lo : lo + len(sims)], cols[lo : lo + len(sims)] = topk_deterministic(sims, k)
+    return values, cols
+
+
 @torch.no_grad()
 def knn_edges(
     x: torch.Tensor,
@@ -88,6 +127,8 @@ def knn_edges(
 
     ``rows`` is sorted and, within a row, ``cols`` ascend. Rows that are invalid (``valid`` False or
     all zero) have no edges and are never chosen. A row with fewer than ``k`` candidates gets them all.
+    Equal similarities go to the lower index, and identical rows count as equal exactly (their
+    products are computed once per group, not rounded apart by where a product computes them).
     """
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
@@ -105,29 +146,21 @@ def knn_edges(
         empty = torch.zeros(0, dtype=torch.long, device=x.device)
         return empty, empty.clone(), torch.zeros(0, device=x.device)
     # Only valid rows are candidates: ranking among them and mapping back through the ascending
-    # ``valid_rows`` keeps the rule that ties go to the lower item index.
+    # ``valid_rows`` keeps the rule that ties go to the lower item index. Identical rows (movies
+    # sharing a poster, mean-filled gaps) score alike in exact arithmetic, but a product can round
+    # them apart depending on where it computes them: one row per group is ranked, then each
+    # group's rows take its score (``expand_group_topk``), so such ties follow the rule exactly.
     xv = xn[valid_rows]
-    m = len(valid_rows)
-    if x.device.type == "cpu" and factors_are_safe(xv, xv):
-        # Scores, self-mask and top-k a few rows at a time in cache: on one thread each pair's
-        # product once (gram_topk, serial), on several the rows split over threads.
-        if torch.get_num_threads() == 1:
-            values, cols = gram_topk(xv, kk, include_self)
-        else:
-            own = np.arange(m, dtype=np.int64)
-            ptr = np.zeros(m + 1, dtype=np.int64) if include_self else np.arange(m + 1, dtype=np.int64)
-            values, cols = factor_topk(xv, xv, own, ptr, own.astype(np.int32), kk)  # mask: nothing or self
+    group_of, representatives = duplicate_groups(xv.cpu().numpy())
+    if len(representatives) == len(xv):
+        values, cols = _ranked_neighbours(xv, kk, include_self, memory_mb)
     else:
-        step = min(_chunk_rows(m, memory_mb), m)
-        buffer = torch.empty(step, m, dtype=x.dtype, device=x.device)  # allocated once (heap fragmentation)
-        values = torch.empty(m, kk, dtype=x.dtype, device=x.device)
-        cols = torch.empty(m, kk, dtype=torch.long, device=x.device)
-        for lo in range(0, m, step):
-            sims = buffer[: min(step, m - lo)]
-            torch.mm(xv[lo : lo + len(sims)], xv.T, out=sims)
-            if not include_self:
-                sims[torch.arange(len(sims), device=x.device), torch.arange(lo, lo + len(sims), device=x.device)] = -torch.inf
-            values[lo : lo + len(sims)], cols[lo : lo + len(sims)] = topk_deterministic(sims, kk)
+        # the top kk groups hold the top kk rows; one more when a row's own group may be just itself
+        n_groups = min(kk + (0 if include_self else 1), len(representatives))
+        reps = torch.as_tensor(representatives, device=x.device)
+        group_values, group_cols = _ranked_neighbours(xv[reps], n_groups, True, memory_mb)
+        values, cols = expand_group_topk(group_values.cpu(), group_cols.cpu(), group_of, kk, include_self)
+        values, cols = values.to(x.device), cols.to(x.device)
     cols, order = torch.sort(cols, dim=1)
     out_vals = torch.gather(values, 1, order)
     out_cols = valid_rows[cols]
