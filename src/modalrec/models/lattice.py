@@ -37,7 +37,9 @@ runs): 0.47 s an epoch against MMRec's 2.94 s (6.2x) and 32 ms a scoring pass ag
 A scoring pass rebuilds both learned graphs: two projections of the content, two item kNN searches
 (``gram_topk``, which computes each pair's product once) and the mixed graph's CSR (``edge_csr``,
 a compiled counting sort). With ``factor_topk`` and scipy's conversion the same pass took 36.6 ms
-against 31.9 ms (medians of thirteen alternating passes in one process).
+against 31.9 ms (medians of thirteen alternating passes in one process). Ranking one row per group
+of identical rows, so that copies tie exactly (``knn_edges``), adds about 2.6 ms (35.1 against
+37.7 ms, the same kind of comparison in a slower spell; six timing runs there gave 35 ms, 11.9x).
 """
 
 from __future__ import annotations
