@@ -236,8 +236,8 @@ def expand_group_topk(group_values: torch.Tensor, group_cols: torch.Tensor, grou
     np.cumsum(np.bincount(group_of, minlength=len(member_ptr) - 1), out=member_ptr[1:])
     values = np.empty((len(group_of), k), dtype=np.float32)
     indices = np.empty((len(group_of), k), dtype=np.int64)
-    _expand_groups(group_values.float().numpy(), group_cols.numpy().astype(np.int64), group_of, member_ptr,
-                   order.astype(np.int64), not include_self, values, indices)
+    _expand_groups(group_values.float().numpy(), group_cols.long().numpy(), group_of, member_ptr, order,
+                   not include_self, values, indices)
     return torch.from_numpy(values), torch.from_numpy(indices)
 
 

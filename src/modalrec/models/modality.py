@@ -8,7 +8,6 @@ feature matrices are copied into module buffers (``feat_0``, ``feat_1``, ... wit
 from __future__ import annotations
 
 import re
-import warnings
 
 import numba
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from modalrec.errors import ConfigError
 from modalrec.features.features import FeatureSet
-from modalrec.models.graph import to_torch_sparse
+from modalrec.models.graph import csr_tensor, to_torch_sparse
 from modalrec.models.row_gather import gather_rows
 
 
@@ -131,13 +130,7 @@ def edge_csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape
     if len(rows) and not (int(rows.min()) >= 0 and int(rows.max()) < shape[0]
                           and int(cols.min()) >= 0 and int(cols.max()) < shape[1]):
         raise ValueError(f"edge indices out of range for shape {shape}")
-    ptr, index, data = _coo_to_csr(rows.numpy(), cols.numpy(), values.detach().float().numpy(), shape[0])
-    if max(len(data), *shape) < 2**31:  # MKL's kernel takes 32-bit indices (see to_torch_sparse)
-        ptr, index = ptr.astype(np.int32), index.astype(np.int32)
-    with warnings.catch_warnings():  # torch marks sparse CSR "beta"; the operations used here are stable
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(ptr), torch.from_numpy(index), torch.from_numpy(data),
-                                       size=shape)
+    return csr_tensor(*_coo_to_csr(rows.numpy(), cols.numpy(), values.detach().float().numpy(), shape[0]), shape)
 
 
 @numba.njit(cache=True)
