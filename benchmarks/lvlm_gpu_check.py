@@ -12,6 +12,10 @@ Standalone (torch, transformers 5.x, tokenizers, pillow; modalrec from ``src/``)
 on one H100/H200. ``--device cpu`` runs part A only, for a local try.
 
     python benchmarks/lvlm_gpu_check.py --device cuda [--out check.json]
+
+On one NVIDIA H200 (torch 2.11, transformers 5.17; 36 s): A passed, max |diff| 7e-7; B: texts
+equal for 8 of 8 items, smallest cosines eos 0.662, last_prompt 0.9997, mean_generated 0.978,
+mean_all 0.9997, repeated batched runs not bit-identical, peak 5.0 GiB.
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ def extract(name: str, items, base_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 # --- running ---------------------------------------------------------------------------------------
 
-def run_one(run: Run, split: Split, features: FeatureSet) -> dict:
+def run_one(run: Run, split: Split, features: FeatureSet, device: str = "cpu") -> dict:
     torch.set_num_threads(1)
     cls = get_model(run.model)
     params = parse_params(cls, {k: v for k, v in (PROTOCOL | run.params).items()
@@ -204,11 +204,11 @@ def run_one(run: Run, split: Split, features: FeatureSet) -> dict:
         elif run.variant == "shuffled":
             permutation = np.random.default_rng(1).permutation(split.train.n_items)
             feats = {m: Features(f.matrix[permutation], f.mask[permutation]) for m, f in feats.items()}
-    model = cls(params, seed=run.seed)
+    model = cls(params, seed=run.seed, device=device)
     start = time.perf_counter()
     model.fit(split.train, feats, split.valid)
     seconds = time.perf_counter() - start
-    result = Evaluator(cutoffs=[10, 20], mask_valid_on_test=False).evaluate(model, split, "test")
+    result = Evaluator(cutoffs=[10, 20], mask_valid_on_test=False, device=device).evaluate(model, split, "test")
     train_s = [h["train_seconds"] for h in model.history]
     eval_s = [h["eval_seconds"] for h in model.history if "eval_seconds" in h]
     valid = [h["recall@20"] for h in model.history if "recall@20" in h]
@@ -217,7 +217,7 @@ def run_one(run: Run, split: Split, features: FeatureSet) -> dict:
             "epochs": len(model.history), "best_epoch": model.best_epoch,
             "s_per_epoch": float(np.median(train_s)), "s_per_eval": float(np.median(eval_s)) if eval_s else None,
             "valid_best": max(valid, default=None),
-            "fit_seconds": seconds, "reference": run.reference, "seed": run.seed}
+            "fit_seconds": seconds, "reference": run.reference, "seed": run.seed, "device": device}
 
 
 def _worker(args: tuple[str, Run, dict]) -> dict:

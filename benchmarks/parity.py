@@ -150,21 +150,21 @@ def baby_split() -> Split:
     return Split(split.train, keep(split.valid), keep(split.test), protocol="fixed", params=split.params)
 
 
-def _worker(args: tuple[str, Run]) -> dict:
-    section, run = args
+def _worker(args: tuple[str, Run, str]) -> dict:
+    section, run, device = args
     if section == "baby":
-        return run_one(run, baby_split(), {})
+        return run_one(run, baby_split(), {}, device)
     data = bench_data.load("ml100k")
-    return run_one(run, data.split, data.features)
+    return run_one(run, data.split, data.features, device)
 
 
-def run_section(section: str, runs: list[Run], out: Path, jobs: int) -> dict[str, dict]:
+def run_section(section: str, runs: list[Run], out: Path, jobs: int, device: str = "cpu") -> dict[str, dict]:
     done = {json.loads(line)["key"]: json.loads(line) for line in out.read_text().splitlines()} if out.exists() else {}
     todo = [r for r in runs if r.key not in done]
     log.info("%s: %d runs, %d already done; %d jobs; load average %.1f", section, len(runs),
              len(runs) - len(todo), jobs, os.getloadavg()[0])
     with mp.get_context("spawn").Pool(max(1, jobs), maxtasksperchild=1) as pool:
-        for result in pool.imap_unordered(_worker, [(section, r) for r in todo]):
+        for result in pool.imap_unordered(_worker, [(section, r, device) for r in todo]):
             done[result["key"]] = result
             with out.open("a") as f:
                 f.write(json.dumps(result) + "\n")
@@ -173,17 +173,18 @@ def run_section(section: str, runs: list[Run], out: Path, jobs: int) -> dict[str
     return done
 
 
-def timing(out: Path, repeats: int) -> None:
+def timing(out: Path, repeats: int, device: str = "cpu") -> None:
     """Per-epoch and per-evaluation seconds, one thread and all cores, appended to ``out`` until
     every row has ``repeats`` records; rounds go over all rows in turn, so a slow spell of the
     machine spreads over rows instead of sinking one (the tables take the median per row)."""
     rows = {r.model: r for r in train_speed.ROWS if r.label != "LightGCN (3 layers)"}
     rows["lightgcn"] = train_speed.Row("LightGCN", "lightgcn", train_speed.COMMON | {"n_layers": 1, "reg_weight": 1e-2})
     counts = Counter((t["data"], t["model"], t["threads"]) for t in _load(out))
+    thread_counts = (1, os.cpu_count() or 1) if device == "cpu" else (1,)
     for round_ in range(repeats):
         for data_name, models in (("ml100k", list(rows)), ("baby", ["bpr", "lightgcn"])):
             data = bench_data.load(data_name, with_features=data_name == "ml100k")
-            for threads in (1, os.cpu_count() or 1):
+            for threads in thread_counts:
                 torch.set_num_threads(threads)
                 for model in models:
                     if counts[data_name, model, threads] > round_:
@@ -191,8 +192,8 @@ def timing(out: Path, repeats: int) -> None:
                     row = rows[model]
                     params = row.params | (ML100K_PARAMS.get(model, {}) if data_name == "ml100k" else BABY_PARAMS[model])
                     result = train_speed.time_row(train_speed.Row(row.label, model, params, row.needs_features),
-                                                  data, epochs=4, seed=0, device="cpu")
-                    record = {"data": data_name, "model": model, "threads": threads,
+                                                  data, epochs=4, seed=0, device=device)
+                    record = {"data": data_name, "model": model, "threads": threads, "device": device,
                               "load": os.getloadavg()[0], **result}
                     with out.open("a") as f:
                         f.write(json.dumps(record) + "\n")
@@ -293,6 +294,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated run keys or model names")
     parser.add_argument("--out", default="runs/parity", help="folder of the JSON-lines results")
     parser.add_argument("--report", action="store_true", help="only print the tables of the results so far")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda: where models train and evaluate (the reference's timing is one CPU thread)")
     parser.add_argument("--timing-repeats", type=int, default=3, help="timing runs per row (the tables take the median)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -305,13 +308,13 @@ def main() -> int:
     if not args.report:
         for section in sections:
             if section == "timing":
-                timing(out / "timing.jsonl", args.timing_repeats)
+                timing(out / "timing.jsonl", args.timing_repeats, args.device)
             else:
                 if section == "tune":
                     reuse_reference_points(out)
-                done = run_section(section, pick(makers[section]()), out / f"{section}.jsonl", args.jobs)
+                done = run_section(section, pick(makers[section]()), out / f"{section}.jsonl", args.jobs, args.device)
                 if section == "tune":  # the chosen points with the other seeds
-                    run_section(section, pick(seed_runs(done)), out / "tune.jsonl", args.jobs)
+                    run_section(section, pick(seed_runs(done)), out / "tune.jsonl", args.jobs, args.device)
     timings = median_timings(_load(out / "timing.jsonl"))
     by_key = {name: {r["key"]: r for r in _load(out / f"{name}.jsonl")} for name in makers}
     print(f"protocol: {PROTOCOL}, seed 999, only training items masked at test\n")

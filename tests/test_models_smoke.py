@@ -60,10 +60,10 @@ def smoke_features(cls: type[Recommender], n_items: int) -> dict[str, Features] 
             for name, dim in MODALITIES.items()}
 
 
-def fit(name: str, seed: int = 0):
+def fit(name: str, seed: int = 0, device: str = "cpu"):
     cls = registry.get_model(name)
     split = random_split()
-    model = cls(smoke_params(cls), seed=seed)
+    model = cls(smoke_params(cls), seed=seed, device=device)
     model.fit(split.train, smoke_features(cls, split.train.n_items), split.valid)
     return model, split
 
@@ -105,6 +105,23 @@ def test_every_model_is_deterministic_for_a_seed(name: str) -> None:
     b, _ = fit(name, seed=5)
     users = np.arange(split.train.n_users)
     assert torch.equal(a.score(users), b.score(users)), f"{name}: same seed, different scores"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_trains_scores_and_moves_on_cuda(name: str, tmp_path: Path) -> None:
+    """The same rules on a GPU, and a model trained there loads on a CPU with the same scores."""
+    model, split = fit(name, device="cuda")
+    users = np.arange(split.train.n_users)
+    scores = model.score(users)
+    assert scores.device.type == "cuda" and scores.shape == (split.train.n_users, split.train.n_items)
+    assert torch.isfinite(scores).all(), f"{name} gave non-finite scores on cuda"
+    items, values = model.recommend(users, k=5)
+    train = split.train.csr().toarray() > 0
+    assert np.isfinite(values).all()
+    assert not train[np.repeat(users, 5), items.ravel()].any(), f"{name} recommended a seen item on cuda"
+    loaded = Recommender.load(model.save(tmp_path / name), device="cpu")
+    torch.testing.assert_close(loaded.score(users), scores.cpu(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if registry.get_model(n).uses_features])
