@@ -12,6 +12,9 @@ Standalone: needs torch, transformers (5.x), tokenizers and pillow; modalrec is 
     python benchmarks/lvlm_speed.py                          # CPU, tiny model
     python benchmarks/lvlm_speed.py --device cuda            # GPU, Qwen2-VL-2B architecture
     python benchmarks/lvlm_speed.py --device cuda --batch-sizes 1,16,64 --out lvlm_gpu.json
+
+On one NVIDIA H200 (torch 2.11, transformers 5.17; ``--batch-sizes 1,8,32,64``): 0.69, 4.85, 15.1
+and 22.3 items/s (44, 310, 963 and 1,429 new tokens/s), peak 4.3 to 12.2 GiB, 61 s in all.
 """
 
 from __future__ import annotations

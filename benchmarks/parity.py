@@ -23,10 +23,14 @@ Sections (``--section``, default all; each appends one JSON line per finished ru
   (``train_speed.time_row``; run it on an otherwise idle machine), three runs per row by default
   (``--timing-repeats``), reported as the median.
 
+``--device cuda`` trains and evaluates every section's models on a GPU (the timing section then
+runs the host side on one thread only); the sampler and the initialisation still draw on the CPU.
+
     .venv/bin/python benchmarks/parity.py                      # everything (about 110 CPU-minutes, and 2 of timing)
     .venv/bin/python benchmarks/parity.py --section quality --jobs 2
     .venv/bin/python benchmarks/parity.py --section timing
     .venv/bin/python benchmarks/parity.py --report             # print the tables from the results
+    .venv/bin/python benchmarks/parity.py --section quality --device cuda --out runs/parity_cuda
 """
 
 from __future__ import annotations
