@@ -533,6 +533,21 @@ def test_clip_towers_share_one_space(tiny_models, small_images, kind):
     assert fingerprint["preprocessing"]["padding"] == ("max_length" if kind == "siglip" else "longest")
 
 
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("spec", ["hf-image:resnet", "hf-image:vit", "clip-image:clip", "clip-text:clip",
+                                  "clip-image:siglip", "clip-text:siglip"])
+def test_encoders_on_cuda_give_the_cpu_vectors(tiny_models, small_images, spec, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # convolutions in full float32
+    kind, folder = spec.split(":")
+    inputs = ["a red shirt", "toy story movie", "blue dress"] if kind == "clip-text" else small_images
+    name = f"{kind}:{tiny_models / folder}"
+    on_cpu = get_extractor(name).encode(inputs).vectors
+    on_gpu = get_extractor(name, ExtractorOptions(device="cuda")).encode(inputs).vectors
+    np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-4, atol=1e-5)
+
+
 def test_any_sentence_transformers_folder_with_truncation(tmp_path):
     import torch
     from sentence_transformers import SentenceTransformer

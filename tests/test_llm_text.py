@@ -95,6 +95,16 @@ def test_text_route_batched_equals_reference(llm):
         np.testing.assert_allclose(result.pooled[pooling], want, rtol=1e-4, atol=1e-5, err_msg=pooling)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_text_route_on_cuda_gives_the_cpu_results(tiny_causal, llm):
+    on_gpu = load_text_llm(str(tiny_causal), device="cuda", settings=GenerationSettings(max_new_tokens=MAX_NEW))
+    batch = items()
+    want, got = llm.run(batch, POOLINGS, -1), on_gpu.run(batch, POOLINGS, -1)
+    assert got.texts == want.texts and got.n_generated.tolist() == want.n_generated.tolist()
+    for pooling in POOLINGS:
+        np.testing.assert_allclose(got.pooled[pooling], want.pooled[pooling], rtol=1e-4, atol=1e-5, err_msg=pooling)
+
+
 def test_chat_template_and_plain_layouts(llm, tmp_path):
     rendered = llm.render("hello")
     assert rendered.startswith("<|im_start|>user\nhello") and rendered.endswith("<|im_start|>assistant\n")

@@ -252,6 +252,19 @@ def test_batched_equals_item_by_item_reference(family, layer, request):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=pooling)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["qwen", "qwen25", "llava"])
+def test_cuda_gives_the_cpu_results(family, request, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the patch convolution in full float32
+    items = make_items(6)
+    want = request.getfixturevalue(family).run(items, POOLINGS, -1)
+    folder = request.getfixturevalue(f"tiny_{family}")
+    got = load_lvlm(str(folder), device="cuda", settings=GenerationSettings(max_new_tokens=MAX_NEW)).run(items, POOLINGS, -1)
+    assert got.texts == want.texts and got.n_generated.tolist() == want.n_generated.tolist()
+    for pooling in POOLINGS:
+        np.testing.assert_allclose(got.pooled[pooling], want.pooled[pooling], rtol=1e-4, atol=1e-5, err_msg=pooling)
+
+
 def test_batches_of_one_equal_one_batch(qwen):
     items = make_items(3)
     whole = qwen.run(items, ("eos", "mean_all"))
