@@ -25,12 +25,16 @@ def _run(tables: list[torch.Tensor], users, pos, neg, reg: float, style: str, se
 @pytest.mark.parametrize("separate", [False, True])
 def test_fused_loss_and_gradients_match_autograd(style: str, separate: bool) -> None:
     rng = np.random.default_rng(3)
-    arrays = [rng.normal(size=(30, 8)), rng.normal(size=(50, 8)), rng.normal(size=(30, 5)), rng.normal(size=(50, 5))]
+    # penalised tables of their own widths (VBPR: [gamma_u ; theta_u] and [gamma_i ; beta_i])
+    arrays = [rng.normal(size=(30, 8)), rng.normal(size=(50, 8)), rng.normal(size=(30, 5)), rng.normal(size=(50, 3))]
     arrays[0][4] *= 12  # large scores: softplus and sigmoid must stay stable
     count = 2 if not separate else 4
     users, pos, neg = (torch.from_numpy(rng.integers(0, n, 400)) for n in (30, 50, 50))  # many repeats
     fused = _leaves(*arrays[:count], dtype=torch.float32)
     reference = _leaves(*arrays[:count], dtype=torch.float64)
+    reg_tables = fused[2:] if separate else [None, None]
+    taken = bpr_objective(fused[0], fused[1], users, pos, neg, 0.3, style, *reg_tables).grad_fn
+    assert type(taken).__name__ == _FusedBPR.__name__ + "Backward"
     loss, grads = _run(fused, users, pos, neg, 0.3, style, separate, scale=2.5)
     ref_loss, ref_grads = _run(reference, users, pos, neg, 0.3, style, separate, scale=2.5)
     assert loss == pytest.approx(ref_loss, rel=1e-5)

@@ -40,7 +40,8 @@ def bpr_objective(user_table: torch.Tensor, item_table: torch.Tensor, users: tor
                   reg_user: torch.Tensor | None = None, reg_item: torch.Tensor | None = None) -> torch.Tensor:
     """``bpr_loss(u . i, u . j) + reg_weight * embedding_penalty(reg_style, ru, ri, rj)`` where
     ``u, i, j`` are rows ``users, pos, neg`` of the user and item tables and ``ru, ri, rj`` the same
-    rows of ``reg_user`` and ``reg_item`` (default: the scoring tables themselves)."""
+    rows of ``reg_user`` and ``reg_item`` (default: the scoring tables themselves; each may have its
+    own width)."""
     if reg_style not in ("norm", "squared"):
         raise ValueError(f"reg_style must be 'norm' or 'squared', got {reg_style!r}")
     reg_user = user_table if reg_user is None else reg_user
@@ -57,7 +58,7 @@ def bpr_objective(user_table: torch.Tensor, item_table: torch.Tensor, users: tor
 def _fusable(tables: tuple[torch.Tensor, ...], *indices: torch.Tensor) -> bool:
     return (torch.is_grad_enabled() and all(t.requires_grad for t in tables)
             and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 for t in tables)
-            and tables[0].shape[1] == tables[1].shape[1] and tables[2].shape[1] == tables[3].shape[1]
+            and tables[0].shape[1] == tables[1].shape[1]
             and all(i.device.type == "cpu" and i.dim() == 1 and len(i) == len(indices[0]) for i in indices)
             and len(indices[0]) > 0)
 
@@ -118,6 +119,7 @@ def _objective(user, item, reg_user, reg_item, users, pos, neg, reg_weight, squa
         row_user = row_pos = row_neg = np.float32(0)
         for k in range(len(ru)):
             row_user += ru[k] * ru[k]
+        for k in range(len(rp)):
             row_pos += rp[k] * rp[k]
             row_neg += rn[k] * rn[k]
         sq_user += row_user
@@ -153,6 +155,7 @@ def _objective(user, item, reg_user, reg_item, users, pos, neg, reg_weight, squa
         gu, gp, gn = g_reg_user[users[b]], g_reg_item[pos[b]], g_reg_item[neg[b]]
         for k in range(len(ru)):
             gu[k] += s_user * ru[k]
+        for k in range(len(rp)):
             gp[k] += s_pos_row * rp[k]
             gn[k] += s_neg_row * rn[k]
     return ranking / batch + reg_weight * penalty
