@@ -15,6 +15,7 @@ from conftest import random_split
 from modalrec.data.interactions import Interactions
 from modalrec.data.split import Split
 from modalrec.errors import ConfigError, ModelError
+from modalrec.evaluation import chunked_topk
 from modalrec.evaluation.chunked_topk import factors_are_safe
 from modalrec.evaluation.evaluator import CPU_BATCH_BYTES, HELD_OUT_TIE_SEED, Evaluator, gini
 from modalrec.evaluation.metrics import RANKING_METRICS
@@ -213,10 +214,11 @@ def test_matches_reference_on_large_catalog(device):
         assert_matches_reference(evaluator.evaluate(MatrixModel(scores, device), split), *expected)
 
 
-def test_factors_ranked_in_place_match_the_scores():
+def test_factors_ranked_in_place_match_the_scores(monkeypatch):
     """The fused CPU path for factorised models (several BLAS blocks of users, ties, masks of
     train and validation) gives the scorer path's results to the bit; factors that are NaN, or
     so large that a product could overflow, go through the scorer and are caught there."""
+    monkeypatch.setattr(chunked_topk, "FACTOR_ROWS", (32, 32))  # blocks of 32 users, the last one short
     rng = np.random.default_rng(5)
     n_users, n_items = 300, 700
     split = make_split(rng, n_users, n_items, 0.02, cold_users=3)

@@ -20,6 +20,8 @@ resolution afterwards.
 ``factor_topk`` serves factorised models (score = user . item): it computes the scores of a few
 users at a time into a small row-major block (BLAS through numba), masks their seen items and
 ranks them while the block is still in cache, so no (users, items) matrix is ever written out.
+Blocks of up to 512 users or 8 MiB of scores run faster than 128-user blocks where the catalog is
+small (MovieLens-100K, one thread: a BPR-MF pass 6.04 -> 5.70 ms, VBPR's 14.47 -> 14.00 ms).
 ``gram_topk`` serves item-item neighbours (scores = x . x): each pair's product is computed once,
 in tiles that serve their own rows and, through their columns, the earlier rows (on MovieLens-100K
 a one-thread LATTICE scoring pass, which builds two such graphs, went from 36.6 to 33.1 ms).
@@ -44,7 +46,8 @@ from threadpoolctl import ThreadpoolController
 CHUNK = 16  # items per block maximum
 BISECTIONS = 6  # steps tightening a row's bound: candidates near k, at a few vector passes each
 MIN_ITEMS = 4 * CHUNK  # shorter rows: torch.topk is as fast and needs no compilation
-FACTOR_ROWS = 128  # users scored per BLAS call in factor_topk: a block that stays in cache
+FACTOR_ROWS = (128, 512)  # users per BLAS call in factor_topk: as many as fill FACTOR_BLOCK_BYTES
+FACTOR_BLOCK_BYTES = 8 << 20  # of scores: larger products run faster, and 8 MiB still stays in cache
 GRAM_ROWS = 128  # rows per tile in gram_topk
 SCORE_LIMIT = 1e30  # factor norms multiplying to more: factor_topk leaves the scores to the caller
 
@@ -133,14 +136,14 @@ def _topk_rows(scores: np.ndarray, values: np.ndarray, indices: np.ndarray) -> b
 
 @numba.njit(cache=True, nogil=True)
 def _factor_rows(users: np.ndarray, items_t: np.ndarray, rows: np.ndarray, mask_ptr: np.ndarray,
-                 mask_items: np.ndarray, values: np.ndarray, indices: np.ndarray) -> None:
+                 mask_items: np.ndarray, block_rows: int, values: np.ndarray, indices: np.ndarray) -> None:
     """Top-k of ``users @ items_t``, row ``r``'s items ``mask_items[mask_ptr[u]:mask_ptr[u + 1]]``
-    (``u = rows[r]``) at -inf, ``FACTOR_ROWS`` users per BLAS call."""
+    (``u = rows[r]``) at -inf, ``block_rows`` users per BLAS call."""
     n_users, n_items = users.shape[0], items_t.shape[1]
-    block = np.empty((FACTOR_ROWS, n_items), dtype=users.dtype)
+    block = np.empty((block_rows, n_items), dtype=users.dtype)
     maxima = np.empty(n_items // CHUNK, dtype=users.dtype)
-    for lo in range(0, n_users, FACTOR_ROWS):
-        n_block = min(FACTOR_ROWS, n_users - lo)
+    for lo in range(0, n_users, block_rows):
+        n_block = min(block_rows, n_users - lo)
         np.dot(users[lo : lo + n_block], items_t, block[:n_block])
         for r in range(n_block):
             row = block[r]
@@ -275,7 +278,8 @@ def factor_topk(users: torch.Tensor, items: torch.Tensor, rows: np.ndarray, mask
     values = torch.empty((len(users), k), dtype=torch.float32)
     indices = torch.empty((len(users), k), dtype=torch.long)
     rows, ptr = np.asarray(rows, dtype=np.int64), np.asarray(mask_ptr, dtype=np.int64)
-    _run(lambda u, r, v, i: _factor_rows(u, items_t, r, ptr, mask_items, v, i),
+    block_rows = min(max(FACTOR_BLOCK_BYTES // (4 * max(1, len(items))), FACTOR_ROWS[0]), FACTOR_ROWS[1])
+    _run(lambda u, r, v, i: _factor_rows(u, items_t, r, ptr, mask_items, block_rows, v, i),
          [users.numpy(), rows], [values.numpy(), indices.numpy()])
     return values, indices
 
