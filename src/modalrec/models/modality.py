@@ -130,15 +130,14 @@ def edge_csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape
     if len(rows) and not (int(rows.min()) >= 0 and int(rows.max()) < shape[0]
                           and int(cols.min()) >= 0 and int(cols.max()) < shape[1]):
         raise ValueError(f"edge indices out of range for shape {shape}")
-    return csr_tensor(*_coo_to_csr(rows.numpy(), cols.numpy(), values.detach().float().numpy(), shape[0]), shape)
+    return csr_tensor(*_coo_to_csr(rows.numpy(), cols.numpy(), values.detach().float().numpy(), *shape), shape)
 
 
 @numba.njit(cache=True)
 def _coo_to_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
-                n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR arrays of COO edges, columns ascending within a row and equal ones summed: a stable
     counting sort by column, then one by row (the column order survives), then one merging pass."""
-    n_cols = cols.max() + 1 if len(cols) else 0
     by_col = _counting_order(cols, n_cols, np.arange(len(cols)))
     by_row = _counting_order(rows[by_col], n_rows, by_col)
     ptr = np.zeros(n_rows + 1, dtype=np.int64)

@@ -132,7 +132,7 @@ class VBPR(GradientRecommender):
     def _squared_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """BPR plus ``lambda/2`` times the squared norms, as one ``bpr_objective`` over the tables
         ``[gamma_u ; theta_u ; 1]`` and ``[gamma_i ; E f_i ; beta_i + beta' f_i]`` of the batch's
-        distinct items, penalising ``[gamma_u ; theta_u]`` and ``[gamma_i ; beta_i]``: the same sum
+        distinct users and items, penalising ``[gamma_u ; theta_u]`` and ``[gamma_i ; beta_i]``: the same sum
         of squares as penalising each factor, in one compiled pass instead of some forty kernels."""
         m = self.module
         slots = feature_slots(m, len(self.feature_dims))
